@@ -1,0 +1,431 @@
+"""Every write to conversations, participants and messages."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audit.models import EventKind
+from audit.services import (
+    SYSTEM,
+    Actor,
+    audit_event_record,
+    audit_events_record,
+    journaled,
+)
+from conversations.models import (
+    Conversation,
+    ConversationStatus,
+    Message,
+    MessageRole,
+    Participant,
+)
+from swarmsite.errors import IdempotencyConflict, ValidationError
+from swarmsite.models import Project
+from swarmsite.validation import (
+    check_same,
+    clean_fields,
+    json_object,
+    parse_uuid,
+    pk_or_none,
+    resolve,
+    resolve_many,
+    to_count,
+    to_decimal,
+)
+from tasks.models import Agent, Task
+from tasks.services import task_rollup_add
+
+MAX_MESSAGES_PER_APPEND = 5000
+MESSAGE_FIELDS = (
+    "id",
+    "role",
+    "content",
+    "sender",
+    "tool_calls",
+    "tool_call_id",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+    "latency_ms",
+    "reply_to",
+    "metadata",
+    "created_at",
+)
+
+
+def _conversation_snapshot(
+    conversation: Conversation, participants: list[Agent]
+) -> dict:
+    return {
+        "task": pk_or_none(conversation.task),
+        "title": conversation.title,
+        "status": conversation.status,
+        "participants": sorted(str(a.pk) for a in participants),
+        "metadata": conversation.metadata,
+    }
+
+
+@journaled()
+def conversation_create(
+    *,
+    project: Project,
+    conversation_id: uuid.UUID | str | None = None,
+    task: Task | uuid.UUID | str | None = None,
+    title: str = "",
+    participants: list | None = None,
+    metadata: dict | None = None,
+    actor: Actor = SYSTEM,
+) -> tuple[Conversation, bool]:
+    """Open a conversation; a repeated id with the same body returns it."""
+    conversation = Conversation(
+        id=parse_uuid(conversation_id) or uuid.uuid4(),
+        project=project,
+        task=resolve(Task, project=project, field="task", value=task),
+        title=title,
+        metadata=json_object(metadata, field="metadata"),
+    )
+    agents = resolve_many(
+        Agent, project=project, field="participants", values=participants
+    )
+    clean_fields(conversation)
+    stored = Conversation.objects.filter(pk=conversation.pk).first()
+    if stored is not None:
+        if stored.project_id != project.pk:
+            raise IdempotencyConflict(f"The id {conversation.pk} is taken.")
+        check_same(
+            _conversation_snapshot(stored, list(stored.participants.all())),
+            _conversation_snapshot(conversation, agents),
+            what="conversation",
+        )
+        return stored, False
+    conversation.save(force_insert=True)
+    Participant.objects.bulk_create(
+        [Participant(conversation=conversation, agent=a) for a in agents]
+    )
+    audit_event_record(
+        project_id=project.pk,
+        kind=EventKind.CONVERSATION_CREATED,
+        actor=actor,
+        conversation_id=conversation.pk,
+        task_id=conversation.task_id,
+        payload={"conversation": str(conversation.pk)}
+        | _conversation_snapshot(conversation, agents),
+    )
+    return conversation, True
+
+
+@journaled()
+def conversation_update(
+    *, conversation: Conversation, actor: Actor = SYSTEM, **fields: Any
+) -> Conversation:
+    """Change a conversation's title, status, metadata or participants."""
+    allowed = {"title", "status", "metadata", "participants"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValidationError(dict.fromkeys(unknown, "This field cannot be changed."))
+    participants = list(conversation.participants.all())
+    before = _conversation_snapshot(conversation, participants)
+    if "participants" in fields:
+        participants = resolve_many(
+            Agent,
+            project=conversation.project,
+            field="participants",
+            values=fields.pop("participants"),
+        )
+    if "status" in fields and fields["status"] not in ConversationStatus.values:
+        raise ValidationError(
+            {"status": f"Choose from {', '.join(ConversationStatus.values)}."}
+        )
+    if "metadata" in fields:
+        fields["metadata"] = json_object(fields["metadata"], field="metadata")
+    for name, value in fields.items():
+        setattr(conversation, name, value)
+    clean_fields(conversation)
+    after = _conversation_snapshot(conversation, participants)
+    changes = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
+    if not changes:
+        return conversation
+    columns = [k for k in changes if k != "participants"]
+    if columns:
+        conversation.save(update_fields=[*columns, "updated_at"])
+    if "participants" in changes:
+        conversation.participants.set(participants)
+    audit_event_record(
+        project_id=conversation.project_id,
+        kind=EventKind.CONVERSATION_UPDATED,
+        actor=actor,
+        conversation_id=conversation.pk,
+        task_id=conversation.task_id,
+        payload={"conversation": str(conversation.pk), "changes": changes},
+    )
+    return conversation
+
+
+def _message_snapshot(message: Message) -> dict[str, Any]:
+    return {
+        "role": message.role,
+        "content": message.content,
+        "sender": pk_or_none(message.sender),
+        "tool_calls": message.tool_calls,
+        "tool_call_id": message.tool_call_id,
+        "model": message.model,
+        "prompt_tokens": message.prompt_tokens,
+        "completion_tokens": message.completion_tokens,
+        "cached_tokens": message.cached_tokens,
+        "cost": str(message.cost),
+        "latency_ms": message.latency_ms,
+        "reply_to": pk_or_none(message.reply_to),
+        "metadata": message.metadata,
+    }
+
+
+class _Prefixed:
+    """Re-raises a ValidationError with its fields named `messages[i].field`."""
+
+    def __init__(self, index: int | None) -> None:
+        self.index = index
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.index is not None and isinstance(exc, ValidationError):
+            raise ValidationError(
+                {f"messages[{self.index}].{k}": v for k, v in exc.fields.items()}
+            ) from exc
+        return False
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _build_message(
+    spec: dict[str, Any],
+    *,
+    conversation: Conversation,
+    senders: dict[str, Agent],
+) -> Message:
+    if not isinstance(spec, dict):
+        raise ValidationError(
+            {"non_field_errors": "Each message must be a JSON object."}
+        )
+    unknown = set(spec) - set(MESSAGE_FIELDS)
+    if unknown:
+        raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
+    role = spec.get("role")
+    if role not in MessageRole.values:
+        raise ValidationError({"role": f"Choose from {', '.join(MessageRole.values)}."})
+    tool_calls = spec.get("tool_calls")
+    if tool_calls is not None and not isinstance(tool_calls, list):
+        raise ValidationError({"tool_calls": "Must be a JSON list."})
+    latency = spec.get("latency_ms")
+    if latency is not None and (
+        isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0
+    ):
+        raise ValidationError({"latency_ms": "Must be a number of zero or more."})
+    content = spec.get("content") or ""
+    if not isinstance(content, str):
+        raise ValidationError({"content": "Must be a string."})
+    sender_id = spec.get("sender")
+    sender = None
+    if sender_id:
+        sender = senders.get(str(sender_id))
+        if sender is None:
+            raise ValidationError({"sender": f"No agent {sender_id} in this project."})
+    message = Message(
+        id=parse_uuid(spec.get("id")) or uuid.uuid4(),
+        project_id=conversation.project_id,
+        conversation=conversation,
+        role=role,
+        content=content,
+        sender=sender,
+        tool_calls=tool_calls,
+        tool_call_id=spec.get("tool_call_id") or "",
+        model=spec.get("model") or "",
+        prompt_tokens=to_count(spec.get("prompt_tokens", 0), field="prompt_tokens"),
+        completion_tokens=to_count(
+            spec.get("completion_tokens", 0), field="completion_tokens"
+        ),
+        cached_tokens=to_count(spec.get("cached_tokens", 0), field="cached_tokens"),
+        cost=to_decimal(spec.get("cost", 0), field="cost"),
+        latency_ms=latency,
+        metadata=json_object(spec.get("metadata"), field="metadata"),
+        created_at=spec.get("created_at") or timezone.now(),
+    )
+    clean_fields(message, exclude=["seq"])
+    return message
+
+
+@journaled()
+def message_append(
+    *,
+    conversation: Conversation,
+    messages: list[dict[str, Any]],
+    actor: Actor = SYSTEM,
+) -> list[tuple[Message, bool]]:
+    """Append messages in order with gap-free `seq`; repeated ids return the stored.
+
+    The conversation row is locked for the append, so concurrent appenders get
+    consecutive numbers. New messages go in with one bulk INSERT.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise ValidationError({"messages": "Send one message or a non-empty list."})
+    if len(messages) > MAX_MESSAGES_PER_APPEND:
+        raise ValidationError(
+            {"messages": f"At most {MAX_MESSAGES_PER_APPEND} messages at once."}
+        )
+    many = len(messages) > 1
+    conversation = (
+        Conversation.objects.select_for_update()
+        .select_related("project")
+        .get(pk=conversation.pk)
+    )
+    sender_ids = {
+        str(m["sender"]) for m in messages if isinstance(m, dict) and m.get("sender")
+    }
+    senders: dict[str, Agent] = {}
+    if sender_ids:
+        # Unknown senders are reported per message by _build_message.
+        senders = {
+            str(a.pk): a
+            for a in Agent.objects.filter(
+                project=conversation.project,
+                pk__in=[s for s in sender_ids if _is_uuid(s)],
+            )
+        }
+
+    built: list[Message] = []
+    for index, spec in enumerate(messages):
+        with _Prefixed(index if many else None):
+            built.append(
+                _build_message(spec, conversation=conversation, senders=senders)
+            )
+    ids = [m.pk for m in built]
+    if len(set(ids)) != len(ids):
+        raise ValidationError({"messages": "Two messages in one request share an id."})
+    stored = {
+        m.pk: m
+        for m in Message.objects.filter(pk__in=ids).select_related("sender", "reply_to")
+    }
+
+    # reply_to may name a stored message or an earlier one in this request.
+    reply_ids = {str(spec["reply_to"]) for spec in messages if spec.get("reply_to")}
+    known: dict[str, Message] = (
+        {
+            str(m.pk): m
+            for m in Message.objects.filter(
+                conversation=conversation,
+                pk__in=[parse_uuid(r, field="reply_to") for r in reply_ids],
+            )
+        }
+        if reply_ids
+        else {}
+    )
+
+    results: list[tuple[Message, bool]] = []
+    new: list[Message] = []
+    seq = conversation.message_count
+    for index, (spec, message) in enumerate(zip(messages, built, strict=True)):
+        with _Prefixed(index if many else None):
+            reply_to = spec.get("reply_to")
+            if reply_to:
+                message.reply_to = known.get(str(reply_to))
+                if message.reply_to is None:
+                    raise ValidationError(
+                        {"reply_to": f"No earlier message {reply_to} here."}
+                    )
+            existing = stored.get(message.pk)
+            if existing is not None:
+                if existing.conversation_id != conversation.pk:
+                    raise IdempotencyConflict(f"The id {message.pk} is taken.")
+                check_same(
+                    _message_snapshot(existing),
+                    _message_snapshot(message),
+                    what="message",
+                )
+                results.append((existing, False))
+                known[str(existing.pk)] = existing
+                continue
+        seq += 1
+        message.seq = seq
+        new.append(message)
+        known[str(message.pk)] = message
+        results.append((message, True))
+    if not new:
+        return results
+
+    Message.objects.bulk_create(new)
+    usage = {
+        "prompt_tokens": sum(m.prompt_tokens for m in new),
+        "completion_tokens": sum(m.completion_tokens for m in new),
+        "cached_tokens": sum(m.cached_tokens for m in new),
+        "cost": sum((m.cost for m in new), start=Decimal(0)),
+    }
+    last_at = max(m.created_at for m in new)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        message_count=seq,
+        prompt_tokens=F("prompt_tokens") + usage["prompt_tokens"],
+        completion_tokens=F("completion_tokens") + usage["completion_tokens"],
+        cached_tokens=F("cached_tokens") + usage["cached_tokens"],
+        cost=F("cost") + usage["cost"],
+        last_message_at=last_at,
+        updated_at=timezone.now(),
+    )
+    if conversation.task_id:
+        task_rollup_add(task_id=conversation.task_id, **usage)
+    new_senders = {m.sender_id for m in new if m.sender_id}
+    if new_senders:
+        Participant.objects.bulk_create(
+            [Participant(conversation=conversation, agent_id=a) for a in new_senders],
+            ignore_conflicts=True,
+        )
+    audit_events_record(
+        project_id=conversation.project_id,
+        actor=actor,
+        events=[
+            {
+                "kind": EventKind.MESSAGE_CREATED,
+                "conversation_id": conversation.pk,
+                "task_id": conversation.task_id,
+                "occurred_at": m.created_at,
+                "payload": {
+                    "message": str(m.pk),
+                    "conversation": str(conversation.pk),
+                    "seq": m.seq,
+                    "role": m.role,
+                    "sender": pk_or_none(m.sender),
+                    "model": m.model,
+                    "prompt_tokens": m.prompt_tokens,
+                    "completion_tokens": m.completion_tokens,
+                    "cached_tokens": m.cached_tokens,
+                    "cost": str(m.cost),
+                    "reply_to": pk_or_none(m.reply_to),
+                },
+            }
+            for m in new
+        ],
+    )
+    return results
+
+
+def message_append_one(
+    *, conversation: Conversation, actor: Actor = SYSTEM, **fields: Any
+) -> tuple[Message, bool]:
+    """Append a single message; see message_append."""
+    with transaction.atomic():
+        return message_append(
+            conversation=conversation, messages=[fields], actor=actor
+        )[0]

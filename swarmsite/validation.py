@@ -1,0 +1,125 @@
+"""Input checks shared by the services of every app."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
+
+from swarmsite.errors import IdempotencyConflict, ValidationError
+from swarmsite.models import Project
+
+# Helpers ------------------------------------------------------------------
+
+
+def clean_fields(obj: models.Model, *, exclude: Iterable[str] = ()) -> None:
+    """Field-level validation without the queries of full_clean's checks."""
+    skip = set(exclude) | {f.name for f in obj._meta.concrete_fields if f.is_relation}
+    try:
+        obj.clean_fields(exclude=skip)
+    except DjangoValidationError as exc:
+        raise ValidationError.from_django(exc) from exc
+
+
+def resolve(
+    model: type[models.Model],
+    *,
+    project: Project,
+    field: str,
+    value: Any,
+) -> Any:
+    """The `model` row with pk `value` in `project`, or a field error."""
+    if value is None or value == "":
+        return None
+    pk = value.pk if isinstance(value, model) else value
+    try:
+        return model.objects.get(project=project, pk=pk)
+    except (model.DoesNotExist, DjangoValidationError, ValueError) as exc:
+        name = model._meta.verbose_name
+        raise ValidationError({field: f"No {name} {pk} in this project."}) from exc
+
+
+def resolve_many(
+    model: type[models.Model], *, project: Project, field: str, values: Any
+) -> list[Any]:
+    if values is None:
+        return []
+    if not isinstance(values, list | tuple | set):
+        raise ValidationError({field: "Must be a list of ids."})
+    try:
+        pks = list(
+            dict.fromkeys(
+                v.pk if isinstance(v, model) else uuid.UUID(str(v)) for v in values
+            )
+        )
+    except ValueError as exc:
+        raise ValidationError({field: "Every item must be a UUID."}) from exc
+    found = {o.pk: o for o in model.objects.filter(project=project, pk__in=pks)}
+    missing = [str(pk) for pk in pks if pk not in found]
+    if missing:
+        name = model._meta.verbose_name_plural
+        raise ValidationError(
+            {field: f"No {name} {', '.join(missing)} in this project."}
+        )
+    return [found[pk] for pk in pks]
+
+
+def parse_uuid(value: Any, *, field: str = "id") -> uuid.UUID | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as exc:
+        raise ValidationError({field: "Must be a UUID."}) from exc
+
+
+def to_decimal(value: Any, *, field: str) -> Decimal:
+    try:
+        result = Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise ValidationError({field: "Must be a number."}) from exc
+    if not result.is_finite() or result < 0:
+        raise ValidationError({field: "Must be a number of zero or more."})
+    return result.quantize(Decimal("0.000001"))
+
+
+def to_count(value: Any, *, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError({field: "Must be a whole number of zero or more."})
+    return value
+
+
+def json_object(value: Any, *, field: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError({field: "Must be a JSON object."})
+    return value
+
+
+def json_list(value: Any, *, field: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValidationError({field: "Must be a JSON list."})
+    return value
+
+
+def pk_or_none(obj: models.Model | None) -> str | None:
+    return None if obj is None else str(obj.pk)
+
+
+def check_same(stored: dict[str, Any], supplied: dict[str, Any], *, what: str) -> None:
+    """Raise IdempotencyConflict unless a repeated create matches the stored row."""
+    differing = sorted(k for k, v in supplied.items() if stored.get(k) != v)
+    if differing:
+        raise IdempotencyConflict(
+            f"A {what} with this id exists with different values for: "
+            f"{', '.join(differing)}."
+        )

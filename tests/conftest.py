@@ -1,0 +1,35 @@
+"""Shared fixtures: a project, an agent, a task, an admin client."""
+
+import pytest
+from swarmsite.models import Project
+from swarmsite.services import project_create
+from tasks.services import agent_register, task_create
+
+
+@pytest.fixture
+def project(db) -> Project:
+    return Project.objects.get(slug="default")
+
+
+@pytest.fixture
+def other_project(db) -> Project:
+    return project_create(slug="other", name="Other")[0]
+
+
+@pytest.fixture
+def agent(project):
+    return agent_register(project=project, name="worker-1", role="worker")[0]
+
+
+@pytest.fixture
+def task(project, agent):
+    return task_create(project=project, title="Write the report", assigned_agent=agent)[0]
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    user = django_user_model.objects.create_superuser(
+        username="admin", email="admin@example.com", password="pw-for-tests-only"
+    )
+    client.force_login(user)
+    return client
