@@ -6,7 +6,15 @@ from django.utils import timezone
 
 from swarmsite.models import Project
 
-RESERVED_EVENT_PREFIXES = ("task.", "message.", "run.", "agent.", "conversation.")
+# Every EventKind starts with one of these, so clients cannot forge them.
+RESERVED_EVENT_PREFIXES = (
+    "task.",
+    "message.",
+    "run.",
+    "agent.",
+    "conversation.",
+    "workflow.",
+)
 
 
 class EventKind(models.TextChoices):

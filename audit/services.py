@@ -89,12 +89,37 @@ def journaled() -> Iterator[None]:
         return
     journal = _Journal()
     connection.swarmsite_journal = journal
+    _follow_savepoints(connection, journal)
     try:
         with transaction.atomic():
             yield
             _flush(journal)
     finally:
         connection.swarmsite_journal = None
+        for name in ("savepoint", "savepoint_rollback"):
+            connection.__dict__.pop(name, None)
+
+
+def _follow_savepoints(connection: Any, journal: _Journal) -> None:
+    # A plain atomic() block (or transaction.savepoint()) inside the journal
+    # whose error is caught rolls back its rows; drop the events and audit
+    # rows it buffered too, as Django drops its on_commit callbacks.
+    marks: dict[str, tuple[int, int]] = {}
+    savepoint, savepoint_rollback = connection.savepoint, connection.savepoint_rollback
+
+    def tracked_savepoint() -> str | None:
+        sid = savepoint()
+        if sid is not None:
+            marks[sid] = journal.mark()
+        return sid
+
+    def tracked_savepoint_rollback(sid: str) -> None:
+        savepoint_rollback(sid)
+        if sid in marks:
+            journal.truncate(marks[sid])
+
+    connection.savepoint = tracked_savepoint
+    connection.savepoint_rollback = tracked_savepoint_rollback
 
 
 def _flush(journal: _Journal) -> None:
@@ -151,12 +176,26 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _as_jsonb_returns(value: Any) -> Any:
+    # PostgreSQL's jsonb keeps numbers as numeric: 1e+20 comes back as an
+    # integer and -0.0 as 0.0. Storing them that way keeps hashes verifiable.
+    if isinstance(value, float):
+        text = repr(value)
+        return int(Decimal(text)) if "e+" in text else value + 0.0
+    if isinstance(value, dict):
+        return {k: _as_jsonb_returns(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_jsonb_returns(v) for v in value]
+    return value
+
+
 def _clean_payload(value: Any, *, field_name: str) -> Any:
     """Round-trip through JSON so what is hashed is what the database keeps."""
     try:
-        return json.loads(json.dumps(value, default=_jsonable))
+        text = json.dumps(value, default=_jsonable, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValidationError({field_name: f"Not JSON-serialisable: {exc}."}) from exc
+    return _as_jsonb_returns(json.loads(text))
 
 
 AUDIT_HASHED_FIELDS = (

@@ -321,14 +321,15 @@ def message_append(
         for m in Message.objects.filter(pk__in=ids).select_related("sender", "reply_to")
     }
 
-    # reply_to may name a stored message or an earlier one in this request.
+    # reply_to may name a stored message or an earlier one in this request;
+    # any other value is reported per message below.
     reply_ids = {str(spec["reply_to"]) for spec in messages if spec.get("reply_to")}
     known: dict[str, Message] = (
         {
             str(m.pk): m
             for m in Message.objects.filter(
                 conversation=conversation,
-                pk__in=[parse_uuid(r, field="reply_to") for r in reply_ids],
+                pk__in=[r for r in reply_ids if _is_uuid(r)],
             )
         }
         if reply_ids

@@ -64,7 +64,8 @@ def api_key_create(
     expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is never stored."""
-    if not name or not name.strip():
+    name = (name or "").strip()
+    if not name:
         raise ValidationError({"name": "This field is required."})
     if ApiKey.objects.filter(project=project, name=name).exists():
         raise ValidationError(
@@ -76,13 +77,16 @@ def api_key_create(
     secret = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     key = ApiKey(
         project=project,
-        name=name.strip(),
+        name=name,
         prefix=prefix,
         key_hash=_hash_secret(secret),
         scopes=_parse_scopes(scopes),
         expires_at=expires_at,
     )
-    key.full_clean()
+    try:
+        key.full_clean()
+    except DjangoValidationError as exc:
+        raise ValidationError.from_django(exc) from exc
     key.save()
     return key, secret
 

@@ -1,7 +1,7 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path, re_path
 
-from swarmsite import views
+from swarmsite import api, views
 
 admin.site.site_header = "Swarmsite"
 admin.site.site_title = "Swarmsite admin"
@@ -11,4 +11,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("api/v1/", include("tasks.urls", namespace="tasks")),
+    path("api/v1/", include("audit.urls", namespace="audit")),
+    # Unknown API paths answer the API's JSON 404, not an HTML page.
+    re_path(r"^api/", api.not_found, name="api-not-found"),
 ]

@@ -1,1 +1,741 @@
-# Register your models here.
+"""Admin of agents, workflows, tasks and runs; writes go through tasks.services."""
+
+import json
+
+from django import forms
+from django.contrib import admin
+from django.utils.html import format_html, format_html_join
+from django.utils.timezone import localtime
+
+from audit.models import Event
+from swarmsite.admin_utils import (
+    JSON_FORMFIELD_OVERRIDES,
+    LargeTableAdminMixin,
+    PrettyJSONMixin,
+    ReadOnlyAdminMixin,
+    ReadOnlyTabularInline,
+    ServiceAdminMixin,
+    UUIDSearchMixin,
+    admin_actor,
+    admin_link,
+    changelist_link,
+    run_service_action,
+    truncate,
+)
+from swarmsite.errors import Conflict, ValidationError
+from tasks.models import (
+    Agent,
+    AgentHeartbeat,
+    AgentRun,
+    Task,
+    TaskDependency,
+    TaskStatus,
+    Workflow,
+)
+from tasks.services import (
+    AGENT_UPDATABLE_FIELDS,
+    RUN_UPDATABLE_FIELDS,
+    TASK_UPDATABLE_FIELDS,
+    agent_register,
+    agent_update,
+    run_create,
+    run_update,
+    task_create,
+    task_dependency_add,
+    task_dependency_remove,
+    task_transition,
+    task_update,
+    workflow_create,
+)
+
+# Columns of a task that lists never show; also deferred behind select_related.
+TASK_BIG_FIELDS = (
+    "description",
+    "input",
+    "result",
+    "result_summary",
+    "error",
+    "files_touched",
+    "metadata",
+)
+EVENTS_SHOWN = 20
+TASK_MAIN_FIELDS = (
+    "project",
+    "title",
+    "description",
+    "priority",
+    "session_id",
+    "workflow",
+    "parent",
+    "assigned_agent",
+    "agents",
+)
+TASK_DATA_FIELDS = ("input", "metadata", "files_touched")
+
+
+def _changed(form, allowed) -> dict:
+    """The form's changed values that the update service accepts."""
+    fields = {name: form.cleaned_data[name] for name in form.changed_data}
+    return {name: value for name, value in fields.items() if name in allowed}
+
+
+# Agents -------------------------------------------------------------------
+
+
+class HeartbeatInline(ReadOnlyTabularInline):
+    """The latest heartbeats of an agent."""
+
+    model = AgentHeartbeat
+    fields = ("status", "created_at", "short_details")
+    ordering = ("-id",)
+    verbose_name_plural = "latest heartbeats"
+    show_change_link = True
+
+    @admin.display(description="details")
+    def short_details(self, obj: AgentHeartbeat) -> str:
+        return truncate(json.dumps(obj.details, default=str), 120)
+
+
+@admin.register(Agent)
+class AgentAdmin(ServiceAdminMixin, UUIDSearchMixin, admin.ModelAdmin):
+    """Agents: registered through agent_register, changed through agent_update."""
+
+    formfield_overrides = JSON_FORMFIELD_OVERRIDES
+    list_display = (
+        "name",
+        "project",
+        "role",
+        "model",
+        "status",
+        "parent",
+        "last_heartbeat_at",
+        "created_at",
+    )
+    list_select_related = ("project", "parent")
+    list_filter = ("status", "project", "role")
+    search_fields = ("name", "role", "model")
+    uuid_search_fields = ("id", "parent")
+    date_hierarchy = "created_at"
+    ordering = ("name",)
+    autocomplete_fields = ("project", "parent")
+    inlines = (HeartbeatInline,)
+    add_fields = (
+        "project",
+        "name",
+        "role",
+        "model",
+        "parent",
+        "capabilities",
+        "config",
+        "metadata",
+    )
+    change_fields = (
+        "id",
+        "project",
+        "name",
+        "role",
+        "model",
+        "parent",
+        "status",
+        "capabilities",
+        "config",
+        "metadata",
+        "last_heartbeat_at",
+        "created_at",
+        "updated_at",
+    )
+    change_readonly_fields = (
+        "id",
+        "project",
+        "last_heartbeat_at",
+        "created_at",
+        "updated_at",
+    )
+
+    def get_fields(self, request, obj=None):
+        return self.add_fields if obj is None else self.change_fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.change_readonly_fields
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else ()
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def service_save(self, request, form, formsets, change):
+        actor = admin_actor(request)
+        data = form.cleaned_data
+        if change:
+            agent = Agent.objects.select_related("project").get(pk=form.instance.pk)
+            fields = _changed(form, AGENT_UPDATABLE_FIELDS)
+            return agent_update(agent=agent, actor=actor, **fields) if fields else agent
+        agent, created = agent_register(
+            project=data["project"],
+            name=data["name"],
+            role=data["role"],
+            model=data["model"],
+            parent=data["parent"],
+            capabilities=data["capabilities"],
+            config=data["config"],
+            metadata=data["metadata"],
+            agent_id=form.instance.pk,
+            actor=actor,
+        )
+        if not created:
+            raise ValidationError({"name": f"An agent named {agent.name} exists."})
+        return agent
+
+
+@admin.register(AgentHeartbeat)
+class AgentHeartbeatAdmin(
+    PrettyJSONMixin,
+    ReadOnlyAdminMixin,
+    LargeTableAdminMixin,
+    UUIDSearchMixin,
+    admin.ModelAdmin,
+):
+    """Agent health reports, newest first; recorded by agent_heartbeat only."""
+
+    json_fields = ("details",)
+    list_display = ("id", "agent", "status", "project", "created_at")
+    list_select_related = ("agent", "project")
+    list_filter = ("status", ("created_at", admin.DateFieldListFilter), "project")
+    search_fields = ("agent__name",)
+    uuid_search_fields = ("agent",)
+    ordering = ("-id",)
+    sortable_by = ("id",)
+    changelist_defer = ("details",)
+    fields = ("id", "project", "agent", "status", "details_json", "created_at")
+
+
+# Workflows ----------------------------------------------------------------
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(ServiceAdminMixin, UUIDSearchMixin, admin.ModelAdmin):
+    """Workflows: created through workflow_create, not edited here."""
+
+    formfield_overrides = JSON_FORMFIELD_OVERRIDES
+    list_display = ("name", "project", "created_at")
+    list_select_related = ("project",)
+    list_filter = ("project",)
+    search_fields = ("name",)
+    date_hierarchy = "created_at"
+    ordering = ("name",)
+    autocomplete_fields = ("project",)
+    fields = ("project", "name", "description", "metadata")
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return self.fields
+        return ("id", *self.fields, "tasks_link", "created_at", "updated_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("id", "tasks_link", "created_at", "updated_at")
+
+    # No workflow_update service yet: a workflow cannot be changed here.
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="tasks")
+    def tasks_link(self, obj: Workflow) -> str:
+        return changelist_link(
+            "admin:tasks_task_changelist",
+            "Tasks of this workflow",
+            workflow__id__exact=obj.pk,
+        )
+
+    def service_save(self, request, form, formsets, change):
+        data = form.cleaned_data
+        workflow, created = workflow_create(
+            project=data["project"],
+            name=data["name"],
+            description=data["description"],
+            metadata=data["metadata"],
+            workflow_id=form.instance.pk,
+            actor=admin_actor(request),
+        )
+        if not created:
+            raise ValidationError({"name": f"A workflow named {workflow} exists."})
+        return workflow
+
+
+# Tasks --------------------------------------------------------------------
+
+
+class DependencyInline(admin.TabularInline):
+    """The tasks this task waits for; saved through the dependency services."""
+
+    model = TaskDependency
+    fk_name = "task"
+    fields = ("depends_on", "created_at")
+    readonly_fields = ("created_at",)
+    autocomplete_fields = ("depends_on",)
+    extra = 0
+    verbose_name = "dependency"
+    verbose_name_plural = "depends on"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("depends_on")
+
+
+class SubtaskInline(ReadOnlyTabularInline):
+    """The latest subtasks of a task."""
+
+    model = Task
+    fk_name = "parent"
+    fields = ("title", "status", "progress", "assigned_agent", "created_at")
+    select_related = ("assigned_agent",)
+    ordering = ("-created_at",)
+    verbose_name = "subtask"
+    verbose_name_plural = "latest subtasks"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer(*TASK_BIG_FIELDS)
+
+
+class RunInline(ReadOnlyTabularInline):
+    """The latest runs of a task."""
+
+    model = AgentRun
+    fields = (
+        "agent",
+        "status",
+        "model",
+        "started_at",
+        "ended_at",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+    )
+    select_related = ("agent",)
+    ordering = ("-created_at",)
+    verbose_name_plural = "latest runs"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("output_summary", "metadata")
+
+
+class TaskForm(forms.ModelForm):
+    # The version the user saw: a save over a newer version is refused.
+    expected_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
+
+    class Meta:
+        model = Task
+        fields = (*TASK_MAIN_FIELDS, *TASK_DATA_FIELDS)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.instance._state.adding:
+            self.fields["expected_version"].initial = self.instance.version
+
+
+def _dependency_changes(formset) -> tuple[list, list]:
+    """Tasks to add and task ids to remove, from the dependency inline."""
+    added, removed = [], []
+    if formset is None:
+        return added, removed
+    deleted = formset.deleted_forms
+    for form in formset.forms:
+        old = form.initial.get("depends_on")
+        new = form.cleaned_data.get("depends_on")
+        if form in deleted:
+            if old:
+                removed.append(old)
+            continue
+        if old and (new is None or new.pk != old):
+            removed.append(old)
+        if new is not None and new.pk != old:
+            added.append(new)
+    return added, removed
+
+
+@admin.register(Task)
+class TaskAdmin(
+    PrettyJSONMixin,
+    ServiceAdminMixin,
+    LargeTableAdminMixin,
+    UUIDSearchMixin,
+    admin.ModelAdmin,
+):
+    """Tasks: created through task_create, changed through task_update."""
+
+    form = TaskForm
+    formfield_overrides = JSON_FORMFIELD_OVERRIDES
+    json_fields = ("result",)
+    list_display = (
+        "title",
+        "status",
+        "priority",
+        "progress",
+        "assigned_agent",
+        "workflow",
+        "project",
+        "version",
+        "created_at",
+    )
+    list_select_related = ("project", "assigned_agent", "workflow")
+    list_filter = ("status", ("created_at", admin.DateFieldListFilter), "project")
+    search_fields = ("title", "=session_id")
+    uuid_search_fields = ("id", "parent", "assigned_agent", "workflow")
+    ordering = ("-created_at",)
+    sortable_by = ("created_at",)
+    changelist_defer = TASK_BIG_FIELDS
+    autocomplete_fields = ("project", "workflow", "parent", "assigned_agent", "agents")
+    actions = ("cancel_tasks", "retry_tasks")
+    # Inlines of other apps' models that point at a task (conversations).
+    related_inlines: list = []
+
+    add_fieldsets = (
+        (None, {"fields": TASK_MAIN_FIELDS}),
+        ("Data", {"fields": TASK_DATA_FIELDS}),
+    )
+    change_fieldsets = (
+        (None, {"fields": ("id", *TASK_MAIN_FIELDS, "expected_version")}),
+        (
+            "Status",
+            {
+                "fields": (
+                    "status",
+                    "version",
+                    "progress",
+                    "started_at",
+                    "completed_at",
+                    "result_summary",
+                    "error",
+                    "result_json",
+                )
+            },
+        ),
+        (
+            "Usage",
+            {"fields": ("prompt_tokens", "completion_tokens", "cached_tokens", "cost")},
+        ),
+        ("Data", {"fields": TASK_DATA_FIELDS}),
+        ("Related", {"fields": ("related_links", "latest_events")}),
+        ("Times", {"fields": ("created_at", "updated_at")}),
+    )
+    # Status, version, progress and roll-ups change through their own services.
+    change_readonly_fields = (
+        "id",
+        "project",
+        "parent",
+        "status",
+        "version",
+        "progress",
+        "started_at",
+        "completed_at",
+        "result_summary",
+        "error",
+        "result_json",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "cost",
+        "related_links",
+        "latest_events",
+        "created_at",
+        "updated_at",
+    )
+
+    def get_fieldsets(self, request, obj=None):
+        return self.add_fieldsets if obj is None else self.change_fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.change_readonly_fields
+
+    def get_inlines(self, request, obj):
+        if obj is None:
+            return (DependencyInline,)
+        return (DependencyInline, SubtaskInline, RunInline, *self.related_inlines)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="lists")
+    def related_links(self, obj: Task) -> str:
+        links = [
+            changelist_link(
+                "admin:tasks_task_changelist",
+                "All subtasks",
+                parent__id__exact=obj.pk,
+            ),
+            changelist_link(
+                "admin:tasks_agentrun_changelist", "All runs", task__id__exact=obj.pk
+            ),
+            changelist_link(
+                "admin:conversations_conversation_changelist",
+                "All conversations",
+                task__id__exact=obj.pk,
+            ),
+            changelist_link(
+                "admin:audit_event_changelist",
+                "All events",
+                project__id__exact=obj.project_id,
+                task_id=obj.pk,
+            ),
+        ]
+        return format_html_join(" · ", "{}", ((link,) for link in links))
+
+    @admin.display(description=f"latest {EVENTS_SHOWN} events")
+    def latest_events(self, obj: Task) -> str:
+        # Served by the (project, task_id, position) index.
+        events = Event.objects.filter(
+            project_id=obj.project_id, task_id=obj.pk
+        ).order_by("-position")[:EVENTS_SHOWN]
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code>"
+            "</td></tr>",
+            (
+                (
+                    admin_link("admin:audit_event_change", e.pk, e.position),
+                    e.kind,
+                    e.actor_label,
+                    localtime(e.occurred_at).strftime("%Y-%m-%d %H:%M:%S"),
+                    truncate(json.dumps(e.payload, default=str), 160),
+                )
+                for e in events
+            ),
+        )
+        if not rows:
+            return "No events."
+        return format_html(
+            "<table><thead><tr><th>position</th><th>kind</th><th>actor</th>"
+            "<th>occurred</th><th>payload</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    def service_save(self, request, form, formsets, change):
+        actor = admin_actor(request)
+        data = form.cleaned_data
+        dependencies = next((fs for fs in formsets if fs.model is TaskDependency), None)
+        added, removed = _dependency_changes(dependencies)
+        if not change:
+            task, _ = task_create(
+                project=data["project"],
+                task_id=form.instance.pk,
+                title=data["title"],
+                description=data["description"],
+                session_id=data["session_id"],
+                workflow=data["workflow"],
+                parent=data["parent"],
+                priority=data["priority"],
+                assigned_agent=data["assigned_agent"],
+                agents=list(data["agents"]),
+                depends_on=added,
+                input=data["input"],
+                metadata=data["metadata"],
+                files_touched=data["files_touched"],
+                actor=actor,
+            )
+            return task
+        task = Task.objects.select_related("project").get(pk=form.instance.pk)
+        fields = _changed(form, TASK_UPDATABLE_FIELDS)
+        if "agents" in fields:
+            fields["agents"] = list(fields["agents"])
+        if fields:
+            if data.get("expected_version") is not None:
+                # The conditional UPDATE then refuses a newer stored version.
+                task.version = data["expected_version"]
+            task = task_update(task=task, actor=actor, **fields)
+        for other in removed:
+            task_dependency_remove(task=task, depends_on=other, actor=actor)
+        for other in added:
+            task_dependency_add(task=task, depends_on=other, actor=actor)
+        return task
+
+    @admin.action(description="Cancel selected tasks", permissions=["change"])
+    def cancel_tasks(self, request, queryset) -> None:
+        actor = admin_actor(request)
+        run_service_action(
+            self,
+            request,
+            queryset,
+            lambda task: task_transition(
+                task=task,
+                status=TaskStatus.CANCELLED,
+                expected_version=task.version,
+                actor=actor,
+            ),
+            done="Cancelled {n} tasks.",
+            failed="{n} tasks could not be cancelled",
+        )
+
+    @admin.action(description="Retry selected tasks", permissions=["change"])
+    def retry_tasks(self, request, queryset) -> None:
+        actor = admin_actor(request)
+
+        def retry(task: Task) -> Task:
+            if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+                raise Conflict(
+                    f"Only failed or cancelled tasks can be retried; "
+                    f"this one is {task.status}."
+                )
+            return task_transition(
+                task=task,
+                status=TaskStatus.QUEUED,
+                expected_version=task.version,
+                actor=actor,
+            )
+
+        run_service_action(
+            self,
+            request,
+            queryset,
+            retry,
+            done="Queued {n} tasks again.",
+            failed="{n} tasks could not be retried",
+        )
+
+
+@admin.register(TaskDependency)
+class TaskDependencyAdmin(
+    ServiceAdminMixin, LargeTableAdminMixin, UUIDSearchMixin, admin.ModelAdmin
+):
+    """Dependency edges: added and removed through the dependency services."""
+
+    list_display = ("id", "task", "depends_on", "created_at")
+    list_select_related = ("task", "depends_on")
+    search_fields = ("task__title", "depends_on__title")
+    uuid_search_fields = ("task", "depends_on")
+    ordering = ("-id",)
+    sortable_by = ("id",)
+    autocomplete_fields = ("task", "depends_on")
+    fields = ("task", "depends_on")
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("task", "depends_on", "created_at")
+
+    def get_fields(self, request, obj=None):
+        return self.fields if obj is None else (*self.fields, "created_at")
+
+    def changelist_queryset(self, qs):
+        return qs.defer(
+            *(f"task__{f}" for f in TASK_BIG_FIELDS),
+            *(f"depends_on__{f}" for f in TASK_BIG_FIELDS),
+        )
+
+    # An edge is removed and added again, never changed.
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def service_save(self, request, form, formsets, change):
+        return task_dependency_add(
+            task=form.cleaned_data["task"],
+            depends_on=form.cleaned_data["depends_on"],
+            actor=admin_actor(request),
+        )
+
+    def delete_model(self, request, obj) -> None:
+        task_dependency_remove(
+            task=obj.task, depends_on=obj.depends_on_id, actor=admin_actor(request)
+        )
+
+    def delete_queryset(self, request, queryset) -> None:
+        for edge in queryset.select_related("task__project"):
+            self.delete_model(request, edge)
+
+
+@admin.register(AgentRun)
+class AgentRunAdmin(
+    ServiceAdminMixin, LargeTableAdminMixin, UUIDSearchMixin, admin.ModelAdmin
+):
+    """Agent runs: started through run_create, reported through run_update."""
+
+    formfield_overrides = JSON_FORMFIELD_OVERRIDES
+    list_display = (
+        "id",
+        "task",
+        "agent",
+        "status",
+        "model",
+        "started_at",
+        "ended_at",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "project",
+    )
+    list_select_related = ("task", "agent", "project")
+    list_filter = ("status", ("created_at", admin.DateFieldListFilter), "project")
+    search_fields = ("=model",)
+    uuid_search_fields = ("id", "task", "agent")
+    ordering = ("-created_at",)
+    sortable_by = ("created_at",)
+    autocomplete_fields = ("project", "task", "agent")
+    add_fields = (
+        "project",
+        "task",
+        "agent",
+        "status",
+        "model",
+        "started_at",
+        "output_summary",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "cost",
+        "error",
+        "metadata",
+    )
+    change_readonly_fields = (
+        "id",
+        "project",
+        "task",
+        "agent",
+        "started_at",
+        "ended_at",
+        "created_at",
+        "updated_at",
+    )
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return self.add_fields
+        return ("id", *self.add_fields, "ended_at", "created_at", "updated_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.change_readonly_fields
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_queryset(self, qs):
+        return qs.defer(
+            "output_summary",
+            "error",
+            "metadata",
+            *(f"task__{f}" for f in TASK_BIG_FIELDS),
+        )
+
+    def service_save(self, request, form, formsets, change):
+        actor = admin_actor(request)
+        data = form.cleaned_data
+        if change:
+            run = AgentRun.objects.get(pk=form.instance.pk)
+            fields = _changed(form, RUN_UPDATABLE_FIELDS)
+            return run_update(run=run, actor=actor, **fields) if fields else run
+        run, _ = run_create(
+            project=data["project"],
+            task=data["task"],
+            agent=data["agent"],
+            run_id=form.instance.pk,
+            status=data["status"],
+            output_summary=data["output_summary"],
+            model=data["model"],
+            prompt_tokens=data["prompt_tokens"],
+            completion_tokens=data["completion_tokens"],
+            cached_tokens=data["cached_tokens"],
+            cost=data["cost"],
+            error=data["error"],
+            metadata=data["metadata"],
+            started_at=data["started_at"],
+            actor=actor,
+        )
+        return run

@@ -513,7 +513,11 @@ def task_transition(
         isinstance(expected_version, bool) or not isinstance(expected_version, int)
     ):
         raise ValidationError({"expected_version": "Must be a whole number."})
-    current = Task.objects.filter(pk=task.pk).values("status", "version").first()
+    current = (
+        Task.objects.filter(pk=task.pk)
+        .values("status", "version", "started_at")
+        .first()
+    )
     if current is None:
         raise NotFound(f"Task {task.pk} does not exist.")
     if expected_version is not None and expected_version != current["version"]:
@@ -523,7 +527,8 @@ def task_transition(
     now = timezone.now()
     values: dict[str, Any] = {"status": status, "updated_at": now}
     if status == TaskStatus.RUNNING:
-        values["started_at"] = task.started_at or now
+        # The stored value, not the caller's copy: a retry keeps the first start.
+        values["started_at"] = current["started_at"] or now
     if status in TERMINAL_STATUSES:
         values["completed_at"] = now
     if status == TaskStatus.COMPLETED:
@@ -750,10 +755,13 @@ def run_create(
     if status not in RunStatus.values:
         raise ValidationError({"status": f"Choose from {', '.join(RunStatus.values)}."})
     now = timezone.now()
+    task = resolve(Task, project=project, field="task", value=task)
+    if task is None:
+        raise ValidationError({"task": "This field is required."})
     run = AgentRun(
         id=parse_uuid(run_id) or uuid.uuid4(),
         project=project,
-        task=resolve(Task, project=project, field="task", value=task),
+        task=task,
         agent=resolve(Agent, project=project, field="agent", value=agent),
         status=status,
         output_summary=output_summary,
@@ -767,8 +775,6 @@ def run_create(
         started_at=started_at or now,
         ended_at=now if status in RUN_TERMINAL_STATUSES else None,
     )
-    if run.task is None:
-        raise ValidationError({"task": "This field is required."})
     clean_fields(run)
     stored = AgentRun.objects.filter(pk=run.pk).first()
     if stored is not None:

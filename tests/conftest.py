@@ -1,6 +1,7 @@
 """Shared fixtures: a project, an agent, a task, an admin client."""
 
 import pytest
+
 from swarmsite.models import Project
 from swarmsite.services import project_create
 from tasks.services import agent_register, task_create
@@ -23,7 +24,9 @@ def agent(project):
 
 @pytest.fixture
 def task(project, agent):
-    return task_create(project=project, title="Write the report", assigned_agent=agent)[0]
+    return task_create(project=project, title="Write the report", assigned_agent=agent)[
+        0
+    ]
 
 
 @pytest.fixture

@@ -1,0 +1,189 @@
+"""HTTP API of agents, tasks and runs: validate, call a service, render."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import exceptions, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from audit.selectors import event_list_after
+from audit.serializers import EventSerializer
+from swarmsite.api import ProjectScopedMixin, request_id, validated
+from swarmsite.errors import NotFound, VersionConflict
+from swarmsite.pagination import PositionPagination
+from tasks.filters import AgentFilterSet, RunFilterSet, TaskFilterSet
+from tasks.models import AgentRun, Task
+from tasks.selectors import agent_get, agent_list, run_list, task_get, task_list
+from tasks.serializers import (
+    AgentCreateInputSerializer,
+    AgentHeartbeatInputSerializer,
+    AgentSerializer,
+    AgentUpdateInputSerializer,
+    RunCreateInputSerializer,
+    RunSerializer,
+    RunUpdateInputSerializer,
+    TaskCreateInputSerializer,
+    TaskListSerializer,
+    TaskProgressInputSerializer,
+    TaskSerializer,
+    TaskTransitionInputSerializer,
+    TaskUpdateInputSerializer,
+)
+from tasks.services import (
+    agent_actor,
+    agent_heartbeat,
+    agent_register,
+    agent_update,
+    run_create,
+    run_update,
+    task_create,
+    task_progress_set,
+    task_transition,
+    task_update,
+)
+
+
+def _created(created: bool) -> int:
+    # A repeated create with a known id (or agent name) answers 200.
+    return 201 if created else 200
+
+
+class AgentViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Agents of the caller's project; register, update, heartbeat."""
+
+    serializer_class = AgentSerializer
+    filterset_class = AgentFilterSet
+
+    def get_queryset(self):
+        return agent_list(project=self.project)
+
+    def get_object(self):
+        return agent_get(project=self.project, agent_id=self.kwargs["pk"])
+
+    def create(self, request):
+        data = validated(AgentCreateInputSerializer, request.data)
+        if "id" in data:
+            data["agent_id"] = data.pop("id")
+        agent, created = agent_register(project=self.project, actor=self.actor, **data)
+        return Response(AgentSerializer(agent).data, status=_created(created))
+
+    def partial_update(self, request, pk=None):
+        data = validated(AgentUpdateInputSerializer, request.data)
+        agent = agent_update(agent=self.get_object(), actor=self.actor, **data)
+        return Response(AgentSerializer(agent).data)
+
+    @action(detail=True, methods=["post"])
+    def heartbeat(self, request, pk=None):
+        data = validated(AgentHeartbeatInputSerializer, request.data)
+        agent = self.get_object()
+        agent_heartbeat(
+            agent=agent,
+            actor=agent_actor(agent, correlation_id=request_id(request)),
+            **data,
+        )
+        return Response(AgentSerializer(agent).data)
+
+
+class TaskViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Tasks of the caller's project: create, update, transition, progress.
+
+    Lists leave out `description`, `input`, `result` and `depends_on` unless
+    `?fields=full` asks for them.
+    """
+
+    filterset_class = TaskFilterSet
+
+    def _full(self) -> bool:
+        value = self.request.query_params.get("fields", "")
+        if value not in ("", "full"):
+            raise exceptions.ValidationError({"fields": ["Only 'full' is accepted."]})
+        return value == "full"
+
+    def get_queryset(self):
+        tasks = task_list(project=self.project)
+        if self.action == "list" and self._full():
+            tasks = tasks.defer(None).prefetch_related("depends_on")
+        return tasks
+
+    def get_serializer_class(self):
+        if self.action == "list" and not self._full():
+            return TaskListSerializer
+        return TaskSerializer
+
+    def get_object(self) -> Task:
+        return task_get(project=self.project, task_id=self.kwargs["pk"])
+
+    def _render(self, task: Task, status: int = 200) -> Response:
+        # Re-read through the selector so the answer is what was stored.
+        stored = task_get(project=self.project, task_id=task.pk)
+        return Response(TaskSerializer(stored).data, status=status)
+
+    def create(self, request):
+        data = validated(TaskCreateInputSerializer, request.data)
+        if "id" in data:
+            data["task_id"] = data.pop("id")
+        task, created = task_create(project=self.project, actor=self.actor, **data)
+        return self._render(task, status=_created(created))
+
+    def partial_update(self, request, pk=None):
+        data = validated(TaskUpdateInputSerializer, request.data)
+        task = self.get_object()
+        expected = data.pop("expected_version", None)
+        if expected is not None and expected != task.version:
+            raise VersionConflict(expected=expected, actual=task.version)
+        return self._render(task_update(task=task, actor=self.actor, **data))
+
+    @action(detail=True, methods=["post"])
+    def transition(self, request, pk=None):
+        data = validated(TaskTransitionInputSerializer, request.data)
+        task = task_transition(task=self.get_object(), actor=self.actor, **data)
+        return self._render(task)
+
+    @action(detail=True, methods=["post"])
+    def progress(self, request, pk=None):
+        data = validated(TaskProgressInputSerializer, request.data)
+        task = task_progress_set(task=self.get_object(), actor=self.actor, **data)
+        return self._render(task)
+
+    @action(detail=True, methods=["get"])
+    def events(self, request, pk=None):
+        task = self.get_object()
+        return PositionPagination().respond(
+            request,
+            fetch=lambda after, limit: event_list_after(
+                project_id=task.project_id,
+                after=after,
+                limit=limit,
+                task_ids=[task.pk],
+            ),
+            serializer_class=EventSerializer,
+        )
+
+
+class RunViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Agent runs of the caller's project: start one, then report on it."""
+
+    serializer_class = RunSerializer
+    filterset_class = RunFilterSet
+
+    def get_queryset(self):
+        return run_list(project=self.project)
+
+    def get_object(self) -> AgentRun:
+        try:
+            return self.get_queryset().get(pk=self.kwargs["pk"])
+        except (AgentRun.DoesNotExist, ValueError, DjangoValidationError) as exc:
+            raise NotFound(f"No run {self.kwargs['pk']}.") from exc
+
+    def create(self, request):
+        data = validated(RunCreateInputSerializer, request.data)
+        if "id" in data:
+            data["run_id"] = data.pop("id")
+        run, created = run_create(project=self.project, actor=self.actor, **data)
+        return Response(RunSerializer(run).data, status=_created(created))
+
+    def partial_update(self, request, pk=None):
+        data = validated(RunUpdateInputSerializer, request.data)
+        run = run_update(run=self.get_object(), actor=self.actor, **data)
+        return Response(RunSerializer(run).data)

@@ -1,0 +1,655 @@
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from audit.models import Event
+from audit.services import journaled
+from conversations.models import Conversation, Message, Participant
+from conversations.services import (
+    MAX_MESSAGES_PER_APPEND,
+    conversation_create,
+    conversation_update,
+    message_append,
+    message_append_one,
+)
+from swarmsite.errors import IdempotencyConflict, ValidationError
+from tasks.models import Task
+from tasks.services import agent_register, task_create
+from tests.audit.factories import (
+    doorbell,
+    event_kinds,
+    last_position,
+    table_counts,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+def conversation(project, task, agent):
+    return conversation_create(
+        project=project, task=task, title="Planning", participants=[agent.pk]
+    )[0]
+
+
+def new_events(project, start: int) -> list[Event]:
+    return list(
+        Event.objects.filter(project=project, position__gt=start).order_by("position")
+    )
+
+
+def rollups(obj) -> tuple:
+    fields = ("prompt_tokens", "completion_tokens", "cached_tokens", "cost")
+    return tuple(type(obj).objects.filter(pk=obj.pk).values(*fields).get().values())
+
+
+def seqs(conversation) -> list[int]:
+    return list(
+        Message.objects.filter(conversation=conversation)
+        .order_by("seq")
+        .values_list("seq", flat=True)
+    )
+
+
+# Conversations ----------------------------------------------------------------
+
+
+def test_conversation_create_stores_it_with_participants_and_records_it(
+    project, task, agent, django_capture_on_commit_callbacks
+):
+    start = last_position(project)
+
+    with doorbell(project) as bell:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            conversation, created = conversation_create(
+                project=project,
+                task=str(task.pk),
+                title="Planning",
+                participants=[agent.pk],
+                metadata={"topic": "report"},
+            )
+        rings = bell.rings()
+
+    assert created is True
+    stored = Conversation.objects.get(pk=conversation.pk)
+    assert (stored.task, stored.title, stored.status) == (task, "Planning", "active")
+    assert list(stored.participants.all()) == [agent]
+    assert stored.message_count == 0
+    (event,) = new_events(project, start)
+    assert event.kind == "conversation.created"
+    assert (event.conversation_id, event.task_id) == (conversation.pk, task.pk)
+    assert event.payload["participants"] == [str(agent.pk)]
+    assert len(callbacks) == 1
+    assert [r["position"] for r in rings] == [event.position]
+    assert rings[0]["conversations"] == [str(conversation.pk)]
+    assert rings[0]["tasks"] == [str(task.pk)]
+
+
+def test_conversation_create_with_a_known_id_and_the_same_body_returns_it(
+    project, agent
+):
+    conversation_id = uuid.uuid4()
+    body = {"title": "t", "participants": [agent.pk], "metadata": {"a": 1}}
+    first, _ = conversation_create(
+        project=project, conversation_id=conversation_id, **body
+    )
+    before = table_counts()
+
+    again, created = conversation_create(
+        project=project, conversation_id=str(conversation_id), **body
+    )
+
+    assert created is False
+    assert again.pk == first.pk
+    assert table_counts() == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"title": "other"}, {"metadata": {"a": 2}}, {"participants": []}],
+    ids=lambda v: next(iter(v)),
+)
+def test_conversation_create_with_a_known_id_and_another_body_is_a_conflict(
+    project, agent, change
+):
+    conversation_id = uuid.uuid4()
+    body = {"title": "t", "participants": [agent.pk], "metadata": {"a": 1}}
+    conversation_create(project=project, conversation_id=conversation_id, **body)
+    before = table_counts()
+
+    with pytest.raises(IdempotencyConflict, match=next(iter(change))):
+        conversation_create(
+            project=project, conversation_id=conversation_id, **(body | change)
+        )
+
+    assert table_counts() == before
+
+
+def test_conversation_create_with_an_id_of_another_project_is_a_conflict(
+    project, other_project
+):
+    theirs, _ = conversation_create(project=other_project)
+
+    with pytest.raises(IdempotencyConflict):
+        conversation_create(project=project, conversation_id=theirs.pk)
+
+
+@pytest.mark.parametrize("field", ["task", "participants"])
+def test_conversation_create_refuses_rows_of_another_project(
+    project, other_project, field
+):
+    value = {
+        "task": lambda: task_create(project=other_project, title="t")[0],
+        "participants": lambda: [agent_register(project=other_project, name="a")[0]],
+    }[field]()
+    before = table_counts()
+
+    with pytest.raises(ValidationError) as exc:
+        conversation_create(project=project, **{field: value})
+
+    assert list(exc.value.fields) == [field]
+    assert table_counts() == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"title": "x" * 501}, "title"),
+        ({"metadata": [1]}, "metadata"),
+        ({"conversation_id": "nope"}, "id"),
+        ({"participants": ["nope"]}, "participants"),
+    ],
+    ids=["title", "metadata", "id", "participants"],
+)
+def test_conversation_create_refuses_bad_input(project, kwargs, field):
+    before = table_counts()
+
+    with pytest.raises(ValidationError) as exc:
+        conversation_create(project=project, **kwargs)
+
+    assert field in exc.value.fields
+    assert table_counts() == before
+
+
+def test_conversation_update_changes_fields_and_records_the_changes(
+    project, conversation, agent
+):
+    helper, _ = agent_register(project=project, name="helper")
+    start = last_position(project)
+
+    conversation_update(
+        conversation=conversation,
+        title="Renamed",
+        status="closed",
+        participants=[helper.pk],
+    )
+
+    stored = Conversation.objects.get(pk=conversation.pk)
+    assert (stored.title, stored.status) == ("Renamed", "closed")
+    assert list(stored.participants.all()) == [helper]
+    (event,) = new_events(project, start)
+    assert (event.kind, event.conversation_id) == (
+        "conversation.updated",
+        conversation.pk,
+    )
+    assert event.payload["changes"] == {
+        "title": ["Planning", "Renamed"],
+        "status": ["active", "closed"],
+        "participants": [[str(agent.pk)], [str(helper.pk)]],
+    }
+
+
+def test_conversation_update_without_a_change_records_nothing(project, conversation):
+    start = last_position(project)
+
+    conversation_update(conversation=conversation, title="Planning")
+
+    assert last_position(project) == start
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"status": "deleted"}, "status"),
+        ({"task": None}, "task"),
+        ({"metadata": "x"}, "metadata"),
+        ({"title": "x" * 501}, "title"),
+        ({"participants": [uuid.uuid4()]}, "participants"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else next(iter(v)),
+)
+def test_conversation_update_refuses_bad_input(conversation, kwargs, field):
+    before = table_counts()
+
+    with pytest.raises(ValidationError) as exc:
+        conversation_update(conversation=conversation, **kwargs)
+
+    assert field in exc.value.fields
+    assert table_counts() == before
+
+
+# Messages ---------------------------------------------------------------------------
+
+
+def test_message_append_one_numbers_it_and_rolls_up_usage(
+    project, conversation, task, agent, django_capture_on_commit_callbacks
+):
+    start = last_position(project)
+
+    with doorbell(project) as bell:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            message, created = message_append_one(
+                conversation=conversation,
+                role="assistant",
+                content="Hello",
+                sender=str(agent.pk),
+                model="m-1",
+                prompt_tokens=10,
+                completion_tokens=4,
+                cached_tokens=2,
+                cost="0.003",
+                latency_ms=120.5,
+            )
+        rings = bell.rings()
+
+    assert created is True
+    assert message.seq == 1
+    stored = Conversation.objects.get(pk=conversation.pk)
+    assert stored.message_count == 1
+    assert stored.last_message_at == message.created_at
+    assert rollups(conversation) == (10, 4, 2, Decimal("0.003"))
+    assert rollups(task) == (10, 4, 2, Decimal("0.003"))
+    (event,) = new_events(project, start)
+    assert (event.kind, event.conversation_id, event.task_id) == (
+        "message.created",
+        conversation.pk,
+        task.pk,
+    )
+    assert event.payload["seq"] == 1
+    assert event.payload["sender"] == str(agent.pk)
+    assert len(callbacks) == 1
+    assert [r["position"] for r in rings] == [event.position]
+
+
+def test_message_append_many_numbers_them_1_to_n_in_one_ring(
+    project, conversation, django_capture_on_commit_callbacks
+):
+    start = last_position(project)
+    messages = [
+        {"role": "user", "content": f"m{i}", "prompt_tokens": i, "cost": "0.01"}
+        for i in range(1, 6)
+    ]
+
+    with doorbell(project) as bell:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            results = message_append(conversation=conversation, messages=messages)
+        rings = bell.rings()
+
+    assert [(m.seq, created) for m, created in results] == [
+        (i, True) for i in range(1, 6)
+    ]
+    assert [m.content for m, _ in results] == [f"m{i}" for i in range(1, 6)]
+    assert seqs(conversation) == [1, 2, 3, 4, 5]
+    assert Conversation.objects.get(pk=conversation.pk).message_count == 5
+    assert rollups(conversation) == (15, 0, 0, Decimal("0.05"))
+    events = new_events(project, start)
+    assert [e.payload["seq"] for e in events] == [1, 2, 3, 4, 5]
+    assert {e.kind for e in events} == {"message.created"}
+    assert len(callbacks) == 1
+    assert [r["position"] for r in rings] == [events[-1].position]
+
+    more = message_append(
+        conversation=conversation, messages=[{"role": "user"}, {"role": "tool"}]
+    )
+    assert [m.seq for m, _ in more] == [6, 7]
+
+
+def test_messages_of_a_conversation_without_a_task_roll_up_onto_it_only(project, task):
+    conversation, _ = conversation_create(project=project)
+
+    message_append_one(conversation=conversation, role="user", prompt_tokens=7)
+
+    assert rollups(conversation)[0] == 7
+    assert rollups(task) == (0, 0, 0, Decimal(0))
+
+
+def test_a_new_sender_becomes_a_participant(project, conversation):
+    newcomer, _ = agent_register(project=project, name="newcomer")
+
+    message_append(
+        conversation=conversation,
+        messages=[
+            {"role": "assistant", "sender": newcomer.pk},
+            {"role": "assistant", "sender": str(newcomer.pk)},
+        ],
+    )
+
+    assert newcomer in conversation.participants.all()
+    assert Participant.objects.filter(conversation=conversation).count() == 2
+
+
+def test_a_repeated_message_id_with_the_same_body_returns_the_stored(
+    project, conversation, task
+):
+    message_id = uuid.uuid4()
+    body = {"id": message_id, "role": "user", "content": "hi", "prompt_tokens": 3}
+    first, _ = message_append_one(conversation=conversation, **body)
+    before = table_counts()
+    totals = rollups(conversation), rollups(task)
+
+    again, created = message_append_one(
+        conversation=conversation, **(body | {"id": str(message_id)})
+    )
+
+    assert created is False
+    assert (again.pk, again.seq) == (first.pk, 1)
+    assert table_counts() == before
+    assert (rollups(conversation), rollups(task)) == totals
+    assert Conversation.objects.get(pk=conversation.pk).message_count == 1
+
+
+def test_a_retried_batch_writes_only_its_new_messages(project, conversation):
+    ids = [uuid.uuid4() for _ in range(3)]
+    message_append(
+        conversation=conversation,
+        messages=[{"id": ids[0], "role": "user"}, {"id": ids[1], "role": "user"}],
+    )
+    start = last_position(project)
+
+    results = message_append(
+        conversation=conversation,
+        messages=[{"id": i, "role": "user"} for i in ids],
+    )
+
+    assert [(m.pk, m.seq, created) for m, created in results] == [
+        (ids[0], 1, False),
+        (ids[1], 2, False),
+        (ids[2], 3, True),
+    ]
+    assert [e.payload["seq"] for e in new_events(project, start)] == [3]
+    assert seqs(conversation) == [1, 2, 3]
+
+
+def test_a_repeated_message_id_with_another_body_is_a_conflict(conversation):
+    message_id = uuid.uuid4()
+    message_append_one(conversation=conversation, id=message_id, role="user")
+    before = table_counts()
+
+    with pytest.raises(IdempotencyConflict, match="content"):
+        message_append_one(
+            conversation=conversation, id=message_id, role="user", content="edited"
+        )
+
+    assert table_counts() == before
+
+
+def test_a_message_id_taken_in_another_conversation_is_a_conflict(
+    project, conversation
+):
+    other, _ = conversation_create(project=project)
+    message, _ = message_append_one(conversation=other, role="user")
+    before = table_counts()
+
+    with pytest.raises(IdempotencyConflict):
+        message_append_one(conversation=conversation, id=message.pk, role="user")
+
+    assert table_counts() == before
+
+
+def test_reply_to_a_stored_message(conversation):
+    question, _ = message_append_one(conversation=conversation, role="user")
+
+    answer, _ = message_append_one(
+        conversation=conversation, role="assistant", reply_to=str(question.pk)
+    )
+
+    assert Message.objects.get(pk=answer.pk).reply_to == question
+
+
+def test_reply_to_an_earlier_message_of_the_same_batch(project, conversation):
+    question_id = uuid.uuid4()
+
+    results = message_append(
+        conversation=conversation,
+        messages=[
+            {"id": question_id, "role": "user", "content": "?"},
+            {"role": "assistant", "content": "!", "reply_to": question_id},
+        ],
+    )
+
+    answer = Message.objects.get(pk=results[1][0].pk)
+    assert answer.reply_to_id == question_id
+    assert new_events(project, 0)[-1].payload["reply_to"] == str(question_id)
+
+
+@pytest.mark.parametrize("target", ["later", "self", "unknown", "elsewhere", "bad"])
+def test_reply_to_a_message_not_earlier_here_is_a_field_error(
+    project, conversation, target
+):
+    elsewhere = message_append_one(
+        conversation=conversation_create(project=project)[0], role="user"
+    )[0]
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    reply_to = {
+        "later": ids[1],
+        "self": ids[0],
+        "unknown": uuid.uuid4(),
+        "elsewhere": elsewhere.pk,
+        "bad": "not-a-uuid",
+    }[target]
+    before = table_counts()
+
+    with pytest.raises(ValidationError) as exc:
+        message_append(
+            conversation=conversation,
+            messages=[
+                {"id": ids[0], "role": "user", "reply_to": reply_to},
+                {"id": ids[1], "role": "user"},
+            ],
+        )
+
+    assert list(exc.value.fields) == ["messages[0].reply_to"]
+    assert table_counts() == before
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"role": "robot"}, "role"),
+        ({"content": 5}, "content"),
+        ({"tool_calls": {"not": "a list"}}, "tool_calls"),
+        ({"latency_ms": -1}, "latency_ms"),
+        ({"latency_ms": "fast"}, "latency_ms"),
+        ({"prompt_tokens": -1}, "prompt_tokens"),
+        ({"completion_tokens": "2"}, "completion_tokens"),
+        ({"cached_tokens": 1.5}, "cached_tokens"),
+        ({"cost": "free"}, "cost"),
+        ({"metadata": []}, "metadata"),
+        ({"id": "nope"}, "id"),
+        ({"sender": uuid.uuid4()}, "sender"),
+        ({"sender": "nope"}, "sender"),
+        ({"model": "x" * 201}, "model"),
+        ({"colour": "red"}, "colour"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else next(iter(v)),
+)
+def test_a_bad_message_in_a_batch_is_named_by_its_index_and_field(
+    conversation, spec, field
+):
+    before = table_counts()
+
+    with pytest.raises(ValidationError) as exc:
+        message_append(
+            conversation=conversation,
+            messages=[{"role": "user"}, {"role": "user"} | spec],
+        )
+
+    assert list(exc.value.fields) == [f"messages[1].{field}"]
+    assert table_counts() == before
+
+
+def test_a_bad_single_message_is_named_by_its_field_alone(conversation):
+    with pytest.raises(ValidationError) as exc:
+        message_append_one(conversation=conversation, role="robot")
+
+    assert list(exc.value.fields) == ["role"]
+
+
+def test_a_sender_of_another_project_is_refused(conversation, other_project):
+    stranger, _ = agent_register(project=other_project, name="stranger")
+
+    with pytest.raises(ValidationError) as exc:
+        message_append(
+            conversation=conversation,
+            messages=[{"role": "user"}, {"role": "user", "sender": stranger.pk}],
+        )
+
+    assert list(exc.value.fields) == ["messages[1].sender"]
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [[], "text", {"role": "user"}, [{"role": "user"}] * (MAX_MESSAGES_PER_APPEND + 1)],
+    ids=["empty", "text", "object", "too-many"],
+)
+def test_message_append_refuses_a_bad_list(conversation, messages):
+    with pytest.raises(ValidationError) as exc:
+        message_append(conversation=conversation, messages=messages)
+
+    assert list(exc.value.fields) == ["messages"]
+    assert not Message.objects.exists()
+
+
+def test_a_batch_reusing_one_id_twice_is_refused(conversation):
+    message_id = uuid.uuid4()
+
+    with pytest.raises(ValidationError) as exc:
+        message_append(
+            conversation=conversation,
+            messages=[{"id": message_id, "role": "user"}] * 2,
+        )
+
+    assert list(exc.value.fields) == ["messages"]
+    assert not Message.objects.exists()
+
+
+def test_a_non_object_item_is_named_by_its_index(conversation):
+    with pytest.raises(ValidationError) as exc:
+        message_append(conversation=conversation, messages=[{"role": "user"}, "hi"])
+
+    assert list(exc.value.fields) == ["messages[1].non_field_errors"]
+
+
+SERVICES = {
+    "conversation_create": (
+        lambda c: conversation_create(project=c.project, task=c.task),
+        ["conversation.created"],
+    ),
+    "conversation_update": (
+        lambda c: conversation_update(conversation=c, status="closed"),
+        ["conversation.updated"],
+    ),
+    "message_append_one": (
+        lambda c: message_append_one(conversation=c, role="user"),
+        ["message.created"],
+    ),
+    "message_append": (
+        lambda c: message_append(conversation=c, messages=[{"role": "user"}] * 3),
+        ["message.created"] * 3,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_appends_its_events_in_its_transaction_and_rings_after_commit(
+    project, conversation, name, django_capture_on_commit_callbacks
+):
+    call, kinds = SERVICES[name]
+    start = last_position(project)
+
+    with doorbell(project) as bell:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            call(conversation)
+            in_transaction = [e.kind for e in new_events(project, start)]
+            assert bell.rings(timeout=0.01) == []
+        rings = bell.rings()
+
+    events = new_events(project, start)
+    assert [e.kind for e in events] == in_transaction == kinds
+    assert [e.position for e in events] == list(
+        range(start + 1, start + 1 + len(kinds))
+    )
+    assert {e.task_id for e in events} == {conversation.task_id}
+    assert len(callbacks) == 1
+    assert len(rings) == 1
+    assert rings[0]["position"] == events[-1].position == last_position(project)
+    assert rings[0]["tasks"] == [str(conversation.task_id)]
+
+
+def test_message_append_rolled_back_leaves_nothing_and_rings_nothing(
+    project, conversation, task, django_capture_on_commit_callbacks
+):
+    message_append_one(conversation=conversation, role="user", prompt_tokens=1)
+    before = table_counts()
+    totals = rollups(conversation), rollups(task)
+
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(Boom),
+        journaled(),
+    ):
+        message_append(
+            conversation=conversation,
+            messages=[{"role": "user", "prompt_tokens": 5}] * 3,
+        )
+        raise Boom
+
+    assert callbacks == []
+    assert table_counts() == before
+    assert (rollups(conversation), rollups(task)) == totals
+    assert message_append_one(conversation=conversation, role="user")[0].seq == 2
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: conversation_create(project=c.project, title="new"),
+        lambda c: conversation_update(conversation=c, title="new"),
+        lambda c: message_append_one(conversation=c, role="user"),
+    ],
+    ids=["create", "update", "append"],
+)
+def test_conversation_services_rolled_back_leave_nothing(
+    conversation, call, django_capture_on_commit_callbacks
+):
+    before = table_counts()
+
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(Boom),
+        journaled(),
+    ):
+        call(conversation)
+        raise Boom
+
+    assert callbacks == []
+    assert table_counts() == before
+
+
+def test_events_of_a_conversation_can_be_followed_by_its_id(project, conversation):
+    message_append(conversation=conversation, messages=[{"role": "user"}] * 2)
+
+    assert event_kinds(project, conversation_id=conversation.pk) == [
+        "conversation.created",
+        "message.created",
+        "message.created",
+    ]
+    assert Task.objects.get(pk=conversation.task_id).conversations.get() == (
+        conversation
+    )

@@ -1,0 +1,203 @@
+"""Data written before a server restart is there after it.
+
+Real processes on a fresh database (not the test database): migrate, daphne,
+a write through the services, SIGKILL, a second daphne, a read.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+pytestmark = pytest.mark.slow
+
+BASE_DIR = Path(settings.BASE_DIR)
+BIN = Path(sys.executable).parent
+MARK = "RESULT:"
+
+WRITE = f"""
+import json
+from swarmsite.models import Project
+from tasks.services import task_create, task_transition
+from conversations.services import conversation_create, message_append_one
+project = Project.objects.get(slug="default")
+task, _ = task_create(project=project, title="survives a restart")
+task_transition(task=task, status="running")
+conversation, _ = conversation_create(project=project, task=task)
+message_append_one(conversation=conversation, role="user", content="hello")
+print("{MARK}" + json.dumps({{"task": str(task.pk)}}))
+"""
+
+
+def read_script(task_id: str) -> str:
+    return f"""
+import json
+from audit.models import Event
+from audit.services import audit_chain_verify
+from tasks.models import Task
+task = Task.objects.get(pk="{task_id}")
+kinds = list(
+    Event.objects.filter(task_id=task.pk)
+    .order_by("position")
+    .values_list("kind", flat=True)
+)
+print("{MARK}" + json.dumps({{
+    "title": task.title,
+    "status": task.status,
+    "version": task.version,
+    "messages": sum(c.message_count for c in task.conversations.all()),
+    "kinds": kinds,
+    "chain_intact": audit_chain_verify(project_id=task.project_id).intact,
+}}))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def fresh_database(tmp_path: Path) -> Iterator[str]:
+    """A DATABASE_URL for a database made for this test and removed after it."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        yield f"sqlite:///{tmp_path / 'restart.sqlite3'}"
+        return
+    import psycopg
+
+    name = f"swarmsite_e2e_{uuid.uuid4().hex[:12]}"
+    params = {
+        "host": db["HOST"] or "localhost",
+        "port": db["PORT"] or 5432,
+        "user": db["USER"],
+        "password": db["PASSWORD"] or None,
+        "dbname": "postgres",
+        "autocommit": True,
+    }
+    with psycopg.connect(**params) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+        yield f"postgres://{auth}@{params['host']}:{params['port']}/{name}"
+    finally:
+        with psycopg.connect(**params) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def shell(env: dict[str, str], code: str) -> dict:
+    out = manage(env, "shell", "-c", code)
+    lines = [line for line in out.splitlines() if line.startswith(MARK)]
+    assert lines, out
+    return json.loads(lines[-1][len(MARK) :])
+
+
+def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                str(BIN / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "swarmsite.asgi:application",
+            ],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return process, port
+
+
+def wait_for(port: int, path: str, process: subprocess.Popen, log: Path) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            url = f"http://127.0.0.1:{port}{path}"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return json.load(response)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never answered 200:\n{log.read_text()}")
+
+
+def kill(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    process.wait(10)
+
+
+def test_a_task_written_before_a_server_kill_is_there_after_restart(tmp_path):
+    with fresh_database(tmp_path) as database_url:
+        env = os.environ.copy()
+        # The database is what must survive; the channel layer is left out.
+        env.pop("REDIS_URL", None)
+        env.update(
+            DJANGO_DEBUG="true",
+            DATABASE_URL=database_url,
+            SWARMSITE_DATA_DIR=str(tmp_path / "data"),
+            PYTHONUNBUFFERED="1",
+        )
+        log = tmp_path / "daphne.log"
+        manage(env, "migrate", "--noinput", "-v", "0")
+
+        server, port = start_server(env, log)
+        try:
+            assert wait_for(port, "/healthz", server, log) == {"status": "ok"}
+            task_id = shell(env, WRITE)["task"]
+        finally:
+            kill(server)
+        assert server.returncode == -signal.SIGKILL
+
+        server, port = start_server(env, log)
+        try:
+            assert wait_for(port, "/readyz", server, log) == {"status": "ok"}
+            stored = shell(env, read_script(task_id))
+        finally:
+            kill(server)
+
+    assert stored == {
+        "title": "survives a restart",
+        "status": "running",
+        "version": 2,
+        "messages": 1,
+        "kinds": [
+            "task.created",
+            "task.status_changed",
+            "conversation.created",
+            "message.created",
+        ],
+        "chain_intact": True,
+    }
