@@ -4,6 +4,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils import timezone
 
+from swarmsite.actors import ActorType
 from swarmsite.models import Project
 
 # Every EventKind starts with one of these, so clients cannot forge them.
@@ -35,13 +36,6 @@ class EventKind(models.TextChoices):
     CONVERSATION_CREATED = "conversation.created"
     CONVERSATION_UPDATED = "conversation.updated"
     MESSAGE_CREATED = "message.created"
-
-
-class ActorType(models.TextChoices):
-    SYSTEM = "system", "System"
-    USER = "user", "User"
-    AGENT = "agent", "Agent"
-    API_KEY = "api_key", "API key"
 
 
 class JournalHead(models.Model):

@@ -50,9 +50,15 @@ def event_latest_position(*, project_id: int) -> int:
     return last or 0
 
 
-def event_list_for_task(*, task_id: uuid.UUID, limit: int = 20) -> list[Event]:
-    """The latest events that concern a task, newest first."""
-    return list(Event.objects.filter(task_id=task_id).order_by("-id")[:limit])
+def event_list_for_task(
+    *, project_id: int, task_id: uuid.UUID, limit: int = 20
+) -> list[Event]:
+    """The latest events that concern a task, newest first (uses its index)."""
+    return list(
+        Event.objects.filter(project_id=project_id, task_id=task_id).order_by(
+            "-position"
+        )[:limit]
+    )
 
 
 def audit_log_list(*, project_id: int) -> QuerySet[AuditLog]:

@@ -27,29 +27,17 @@ from django.utils import timezone
 
 from audit.models import (
     RESERVED_EVENT_PREFIXES,
-    ActorType,
     AuditLog,
     DeletionGrant,
     Event,
     JournalHead,
 )
+from swarmsite.actors import SYSTEM, Actor
 from swarmsite.errors import ValidationError
 from swarmsite.realtime import project_group, publish_on_commit
+from swarmsite.validation import check_same
 
 GENESIS_HASH = "0" * 64
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who caused a change: agents are not Django users, so a snapshot."""
-
-    type: str = ActorType.SYSTEM
-    id: str = ""
-    label: str = "system"
-    correlation_id: str = ""
-
-
-SYSTEM = Actor()
 
 
 @dataclass
@@ -298,7 +286,10 @@ def audit_custom_event_create(
     occurred_at: datetime | None = None,
     event_id: uuid.UUID | None = None,
 ) -> Event:
-    """Append a client-defined event; system kinds are reserved."""
+    """Append a client-defined event; system kinds are reserved.
+
+    A repeated `event_id` with the same body returns the stored event.
+    """
     errors: dict[str, str] = {}
     kind = (kind or "").strip()
     if not kind:
@@ -313,6 +304,20 @@ def audit_custom_event_create(
         errors["payload"] = "Must be a JSON object."
     if errors:
         raise ValidationError(errors)
+    if event_id is not None:
+        stored = Event.objects.filter(uuid=event_id).first()
+        if stored is not None:
+            supplied = {
+                "project_id": project_id,
+                "kind": kind,
+                "task_id": task_id,
+                "conversation_id": conversation_id,
+                "payload": _clean_payload(payload or {}, field_name="payload"),
+            }
+            check_same(
+                {k: getattr(stored, k) for k in supplied}, supplied, what="event"
+            )
+            return stored
     return audit_event_record(
         project_id=project_id,
         kind=kind,

@@ -15,7 +15,6 @@ from audit.serializers import (
 )
 from audit.services import audit_custom_event_create
 from swarmsite.api import ProjectScopedMixin, validated
-from swarmsite.errors import IdempotencyConflict
 from swarmsite.pagination import PositionPagination
 
 
@@ -40,44 +39,24 @@ class EventListCreateView(ProjectScopedMixin, APIView):
 
     def post(self, request):
         data = validated(EventCreateInputSerializer, request.data)
+        existed = "id" in data and Event.objects.filter(uuid=data["id"]).exists()
+        kwargs = {
+            "project_id": self.project.pk,
+            "kind": data["kind"],
+            "actor": self.actor,
+            "task_id": data.get("task"),
+            "conversation_id": data.get("conversation"),
+            "payload": data.get("payload"),
+            "occurred_at": data.get("occurred_at"),
+            "event_id": data.get("id"),
+        }
         try:
-            event = audit_custom_event_create(
-                project_id=self.project.pk,
-                kind=data["kind"],
-                actor=self.actor,
-                task_id=data.get("task"),
-                conversation_id=data.get("conversation"),
-                payload=data.get("payload"),
-                occurred_at=data.get("occurred_at"),
-                event_id=data.get("id"),
-            )
+            event = audit_custom_event_create(**kwargs)
         except IntegrityError:
+            # A concurrent request with the same id committed first: the
+            # service now compares against the stored event.
             if "id" not in data:
                 raise
-            return Response(EventSerializer(self._replayed(data)).data, status=200)
-        return Response(EventSerializer(event).data, status=201)
-
-    def _replayed(self, data: dict) -> Event:
-        # The id is taken: the same body again is a retry, anything else is not.
-        stored = Event.objects.filter(uuid=data["id"]).first()
-        if stored is None or stored.project_id != self.project.pk:
-            raise IdempotencyConflict(f"The id {data['id']} is taken.")
-        supplied = {
-            "kind": data["kind"].strip(),
-            "task": data.get("task"),
-            "conversation": data.get("conversation"),
-            "payload": data.get("payload") or {},
-        }
-        stored_values = {
-            "kind": stored.kind,
-            "task": stored.task_id,
-            "conversation": stored.conversation_id,
-            "payload": stored.payload,
-        }
-        differing = sorted(k for k, v in supplied.items() if stored_values[k] != v)
-        if differing:
-            raise IdempotencyConflict(
-                "An event with this id exists with different values for: "
-                f"{', '.join(differing)}."
-            )
-        return stored
+            existed = True
+            event = audit_custom_event_create(**kwargs)
+        return Response(EventSerializer(event).data, status=200 if existed else 201)

@@ -104,6 +104,7 @@ def conversation_create(
             _conversation_snapshot(stored, list(stored.participants.all())),
             _conversation_snapshot(conversation, agents),
             what="conversation",
+            grown=("participants",),
         )
         return stored, False
     conversation.save(force_insert=True)

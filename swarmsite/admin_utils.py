@@ -21,7 +21,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from audit.services import Actor
+from swarmsite.actors import Actor
 from swarmsite.errors import ServiceError, ValidationError, VersionConflict
 
 # Admin actions act on at most this many rows at once: each one is a service

@@ -16,9 +16,8 @@ from rest_framework import exceptions, parsers, permissions, serializers, thrott
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.response import Response
 
-from audit.models import ActorType
-from audit.services import Actor
 from swarmsite import errors
+from swarmsite.actors import Actor, ActorType
 from swarmsite.models import DEFAULT_PROJECT_SLUG, ApiKey, ApiKeyScope, Project
 from swarmsite.services import api_key_authenticate
 

@@ -161,6 +161,9 @@ STORAGES = {
 # daphne serves no static files: WhiteNoise serves the admin's, straight from
 # the apps while DEBUG is on, from `collectstatic` output in production.
 WHITENOISE_USE_FINDERS = DEBUG
+if DEBUG:
+    # WhiteNoise warns on every request when STATIC_ROOT does not exist.
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

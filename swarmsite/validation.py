@@ -115,9 +115,26 @@ def pk_or_none(obj: models.Model | None) -> str | None:
     return None if obj is None else str(obj.pk)
 
 
-def check_same(stored: dict[str, Any], supplied: dict[str, Any], *, what: str) -> None:
-    """Raise IdempotencyConflict unless a repeated create matches the stored row."""
-    differing = sorted(k for k, v in supplied.items() if stored.get(k) != v)
+def check_same(
+    stored: dict[str, Any],
+    supplied: dict[str, Any],
+    *,
+    what: str,
+    grown: Iterable[str] = (),
+) -> None:
+    """Raise IdempotencyConflict unless a repeated create matches the stored row.
+
+    `grown` names id lists that later writes may extend (a run adds its agent
+    to the task): a retry matches while what it sends is still a subset.
+    """
+    grown = set(grown)
+
+    def same(key: str, value: Any) -> bool:
+        if key in grown:
+            return set(value) <= set(stored.get(key) or ())
+        return stored.get(key) == value
+
+    differing = sorted(k for k, v in supplied.items() if not same(k, v))
     if differing:
         raise IdempotencyConflict(
             f"A {what} with this id exists with different values for: "

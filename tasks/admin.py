@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 from django.utils.timezone import localtime
 
-from audit.models import Event
+from audit.selectors import event_list_for_task
 from swarmsite.admin_utils import (
     JSON_FORMFIELD_OVERRIDES,
     LargeTableAdminMixin,
@@ -484,10 +484,9 @@ class TaskAdmin(
 
     @admin.display(description=f"latest {EVENTS_SHOWN} events")
     def latest_events(self, obj: Task) -> str:
-        # Served by the (project, task_id, position) index.
-        events = Event.objects.filter(
-            project_id=obj.project_id, task_id=obj.pk
-        ).order_by("-position")[:EVENTS_SHOWN]
+        events = event_list_for_task(
+            project_id=obj.project_id, task_id=obj.pk, limit=EVENTS_SHOWN
+        )
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code>"

@@ -290,7 +290,16 @@ def workflow_create(
         metadata=json_object(metadata, field="metadata"),
     )
     clean_fields(workflow)
-    workflow.save(force_insert=True)
+    if Workflow.objects.filter(pk=workflow.pk).exists():
+        raise IdempotencyConflict(
+            f"A workflow with id {workflow.pk} exists under another name."
+        )
+    try:
+        with transaction.atomic():
+            workflow.save(force_insert=True)
+    except IntegrityError:
+        # A concurrent create of the same name won the race.
+        return Workflow.objects.get(project=project, name=name), False
     audit_event_record(
         project_id=project.pk,
         kind=EventKind.WORKFLOW_CREATED,
@@ -383,6 +392,7 @@ def task_create(
             _stored_task_snapshot(stored),
             _task_snapshot(task, agents=involved, depends_on=deps),
             what="task",
+            grown=("agents",),
         )
         return stored, False
     task.save(force_insert=True)

@@ -9,7 +9,8 @@ from tasks.services import agent_register, task_create
 
 @pytest.fixture
 def project(db) -> Project:
-    return Project.objects.get(slug="default")
+    # Created by a migration, but transactional tests flush it away.
+    return project_create(slug="default", name="Default")[0]
 
 
 @pytest.fixture

@@ -109,9 +109,32 @@ def test_conversation_create_with_a_known_id_and_the_same_body_returns_it(
     assert table_counts() == before
 
 
+def test_conversation_create_retry_matches_while_participants_only_grew(project, agent):
+    conversation_id = uuid.uuid4()
+    conversation_create(
+        project=project, conversation_id=conversation_id, participants=[agent.pk]
+    )
+    newcomer = agent_register(project=project, name="newcomer")[0]
+    before = table_counts()
+
+    # Messages add their senders as participants: a retry sending the
+    # original, smaller list is still the same create.
+    again, created = conversation_create(
+        project=project, conversation_id=conversation_id, participants=[]
+    )
+    assert created is False
+    with pytest.raises(IdempotencyConflict, match="participants"):
+        conversation_create(
+            project=project,
+            conversation_id=conversation_id,
+            participants=[agent.pk, newcomer.pk],
+        )
+    assert table_counts() == before
+
+
 @pytest.mark.parametrize(
     "change",
-    [{"title": "other"}, {"metadata": {"a": 2}}, {"participants": []}],
+    [{"title": "other"}, {"metadata": {"a": 2}}],
     ids=lambda v: next(iter(v)),
 )
 def test_conversation_create_with_a_known_id_and_another_body_is_a_conflict(
