@@ -116,6 +116,8 @@ class Event(models.Model):
                 fields=["project", "kind", "position"], name="event_kind_pos_idx"
             ),
             models.Index(fields=["occurred_at"], name="event_occurred_idx"),
+            # The admin's kind filter spans projects, newest first.
+            models.Index(fields=["kind", "-id"], name="event_kind_id_idx"),
         ]
 
     def __str__(self) -> str:
