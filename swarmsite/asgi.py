@@ -10,4 +10,8 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
+from swarmsite.startup import require_secret_key  # noqa: E402
+
+require_secret_key()
+
 application = ProtocolTypeRouter({"http": django_asgi_app})

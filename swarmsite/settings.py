@@ -17,13 +17,15 @@ if (BASE_DIR / ".env").exists():
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 
-# A development key is only acceptable while DEBUG is on; production refuses to
-# start without a real one.
+# A development key is only acceptable while DEBUG is on. Without
+# DJANGO_SECRET_KEY in production the key stays empty: the server refuses to
+# start (swarmsite.startup), and Django refuses any use of the key, while
+# commands that need none (migrate, makemigrations --check) still run.
 _DEV_SECRET_KEY = "django-insecure-swarmsite-development-key-never-use-in-production"
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=_DEV_SECRET_KEY if DEBUG else "")
-if not SECRET_KEY or (not DEBUG and SECRET_KEY == _DEV_SECRET_KEY):
+if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
     raise ImproperlyConfigured(
-        "DJANGO_SECRET_KEY must be set to a long random value when DJANGO_DEBUG is off."
+        "The development secret key cannot be used with DJANGO_DEBUG off."
     )
 
 ALLOWED_HOSTS = env.list(

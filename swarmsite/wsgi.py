@@ -1,11 +1,4 @@
-"""
-WSGI config for swarmsite project.
-
-It exposes the WSGI callable as a module-level variable named ``application``.
-
-For more information on this file, see
-https://docs.djangoproject.com/en/5.2/howto/deployment/wsgi/
-"""
+"""WSGI entry point, for servers other than daphne (no WebSocket streams)."""
 
 import os
 
@@ -14,3 +7,7 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "swarmsite.settings")
 
 application = get_wsgi_application()
+
+from swarmsite.startup import require_secret_key  # noqa: E402
+
+require_secret_key()
