@@ -6,3 +6,7 @@ class SwarmsiteConfig(AppConfig):
 
     name = "swarmsite"
     verbose_name = "Swarmsite"
+
+    def ready(self) -> None:
+        # Registers the OpenAPI description of the bearer key scheme.
+        from swarmsite import schema  # noqa: F401

@@ -44,10 +44,16 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "channels",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "swarmsite",
     "audit",
     "tasks",
     "conversations",
+    # Top layer: these import the domain apps; nothing imports them.
+    "ingest",
+    "reports",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -193,14 +199,45 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "swarmsite.pagination.CreatedCursorPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": ["swarmsite.api.PrincipalRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"principal": "6000/minute"},
+    "DEFAULT_THROTTLE_RATES": {
+        "principal": env.str("API_THROTTLE_RATE", default="6000/minute")
+    },
     "DEFAULT_PARSER_CLASSES": ["swarmsite.api.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "EXCEPTION_HANDLER": "swarmsite.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Swarmsite API",
+    "DESCRIPTION": "Persistence and live observability for multi-agent systems.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Deny by default: the schema and its docs need a key or a staff session.
+    "SERVE_PERMISSIONS": ["swarmsite.api.HasScope"],
+    # Swagger UI from drf-spectacular-sidecar's static files: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# Request bodies: a full 5,000-item ingest batch fits; larger bodies get 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=16 * 1024 * 1024)
+INGEST_MAX_ITEMS = env.int("INGEST_MAX_ITEMS", default=5000)
+
+# WebSocket streams (audit.consumers).
+STREAM_HEARTBEAT_SECONDS = env.float("STREAM_HEARTBEAT_SECONDS", default=10.0)
+# How often a subscriber re-reads the log on its own, healing a lost doorbell.
+STREAM_POLL_SECONDS = env.float("STREAM_POLL_SECONDS", default=2.0)
+STREAM_AUTH_TIMEOUT_SECONDS = env.float("STREAM_AUTH_TIMEOUT_SECONDS", default=5.0)
+STREAM_MAX_FRAME_BYTES = env.int("STREAM_MAX_FRAME_BYTES", default=64 * 1024)
+STREAM_MAX_SUBSCRIPTIONS = env.int("STREAM_MAX_SUBSCRIPTIONS", default=100)
+# Events a subscriber may have unsent before it is told it lags and closed.
+STREAM_MAX_BUFFERED_EVENTS = env.int("STREAM_MAX_BUFFERED_EVENTS", default=10000)
 
 LOGGING = {
     "version": 1,

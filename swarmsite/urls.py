@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from swarmsite import api, views
 
@@ -13,6 +14,15 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("api/v1/", include("tasks.urls", namespace="tasks")),
     path("api/v1/", include("audit.urls", namespace="audit")),
+    path("api/v1/", include("conversations.urls", namespace="conversations")),
+    path("api/v1/", include("ingest.urls", namespace="ingest")),
+    path("api/v1/", include("reports.urls", namespace="reports")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema"),
+        name="api-docs",
+    ),
     # Unknown API paths answer the API's JSON 404, not an HTML page.
     re_path(r"^api/", api.not_found, name="api-not-found"),
 ]

@@ -1,0 +1,5 @@
+"""Routes of the ingest API, under /api/v1/."""
+
+app_name = "ingest"
+
+urlpatterns = []

@@ -1,0 +1,5 @@
+"""Routes of the reports API, under /api/v1/."""
+
+app_name = "reports"
+
+urlpatterns = []
