@@ -1,9 +1,10 @@
 """Shared fixtures: a project, an agent, a task, an admin client."""
 
 import pytest
+from rest_framework.test import APIClient
 
 from swarmsite.models import Project
-from swarmsite.services import project_create
+from swarmsite.services import api_key_create, project_create
 from tasks.services import agent_register, task_create
 
 
@@ -37,3 +38,16 @@ def staff_client(client, django_user_model):
     )
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def make_api_client():
+    """Builds an APIClient holding a new key of `project` with `scopes`."""
+
+    def make(project, *, scopes=("read", "write"), name="tests") -> APIClient:
+        _, secret = api_key_create(project=project, name=name, scopes=list(scopes))
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        return client
+
+    return make
