@@ -7,7 +7,7 @@ PORT ?= 8000
 # Local development defaults; production sets DJANGO_DEBUG=false and a real key.
 export DJANGO_DEBUG ?= true
 
-.PHONY: run test venv dev-deps migrate demo-data lint format bench clean
+.PHONY: run demo test venv dev-deps migrate demo-data lint format bench clean
 
 $(BIN)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,22 @@ run: demo-data
 	@echo "         set ADMIN_PASSWORD before the first run to choose another)"
 	@echo ""
 	$(BIN)/daphne -b $(HOST) -p $(PORT) swarmsite.asgi:application
+
+# The server in the background and a simulated swarm writing to it through
+# the API; Ctrl-C stops both. DEMO_ARGS go to `manage.py simulate`.
+DEMO_ARGS ?= --duration 0
+demo: demo-data
+	$(BIN)/python manage.py ensure_admin
+	@$(BIN)/daphne -b $(HOST) -p $(PORT) --access-log /dev/null \
+	  swarmsite.asgi:application & server=$$!; \
+	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null' EXIT; \
+	trap 'exit 130' INT TERM; \
+	echo ""; \
+	echo "  Swarmsite is starting on http://$(HOST):$(PORT)/ with a simulated swarm."; \
+	echo "  Admin: http://$(HOST):$(PORT)/admin/ (user: admin)"; \
+	echo ""; \
+	$(BIN)/python manage.py simulate --url http://$(HOST):$(PORT) --wait 30 \
+	  $(DEMO_ARGS)
 
 test: dev-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

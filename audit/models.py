@@ -124,6 +124,10 @@ class Event(models.Model):
         return f"#{self.position} {self.kind}"
 
 
+# Actions the services and the request middleware record; clients cannot.
+RESERVED_AUDIT_PREFIXES = (*RESERVED_EVENT_PREFIXES, "api.", "apikey.", "project.")
+
+
 class AuditAction(models.TextChoices):
     """Well-known actions; clients may record others (dotted names)."""
 
@@ -217,6 +221,12 @@ class AuditLog(models.Model):
             ),
             models.Index(
                 fields=["project", "-occurred_at"], name="auditlog_occurred_idx"
+            ),
+            # `?success=false`: failures are rare, so a partial index stays small.
+            models.Index(
+                fields=["project", "-occurred_at"],
+                condition=models.Q(success=False),
+                name="auditlog_failed_idx",
             ),
         ]
 

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from audit.models import Event
+from audit.models import AuditLog, Event
 from swarmsite.api import JSONValueField, StrictInputSerializer
 
 MAX_FILTER_VALUES = 100
 
 
+class ActorSerializer(serializers.Serializer):
+    """Who did it: a snapshot, since agents and keys may be deleted later."""
+
+    type = serializers.CharField()
+    id = serializers.CharField()
+    label = serializers.CharField()
+
+
 class EventSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
-    task = serializers.UUIDField(source="task_id", read_only=True)
-    conversation = serializers.UUIDField(source="conversation_id", read_only=True)
+    task = serializers.UUIDField(source="task_id", read_only=True, allow_null=True)
+    conversation = serializers.UUIDField(
+        source="conversation_id", read_only=True, allow_null=True
+    )
     actor = serializers.SerializerMethodField()
 
     class Meta:
@@ -32,6 +43,7 @@ class EventSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(ActorSerializer)
     def get_actor(self, event: Event) -> dict[str, str]:
         return {
             "type": event.actor_type,
@@ -75,4 +87,86 @@ class EventCreateInputSerializer(StrictInputSerializer):
     task = serializers.UUIDField(required=False, allow_null=True)
     conversation = serializers.UUIDField(required=False, allow_null=True)
     payload = JSONValueField(kind=dict, required=False)
+    occurred_at = serializers.DateTimeField(required=False)
+
+
+class EventPageSerializer(serializers.Serializer):
+    """One page of a position-ordered event list."""
+
+    results = EventSerializer(many=True)
+    next_after = serializers.IntegerField(
+        help_text="Pass back as `after` to read on; `after` when nothing came."
+    )
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+
+
+class AuditLogSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="uuid", read_only=True)
+    actor = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AuditLog
+        fields = [
+            "id",
+            "seq",
+            "action",
+            "target",
+            "actor",
+            "success",
+            "duration_ms",
+            "error",
+            "details",
+            "request_id",
+            "method",
+            "path",
+            "status_code",
+            "ip",
+            "user_agent",
+            "object_id",
+            "object_repr",
+            "changes",
+            "occurred_at",
+            "recorded_at",
+            "hash",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(ActorSerializer)
+    def get_actor(self, entry: AuditLog) -> dict[str, str]:
+        return {
+            "type": entry.actor_type,
+            "id": entry.actor_id,
+            "label": entry.actor_label,
+        }
+
+
+class AuditLogCreateInputSerializer(StrictInputSerializer):
+    read_only_names = (
+        "seq",
+        "actor",
+        "request_id",
+        "method",
+        "path",
+        "status_code",
+        "ip",
+        "user_agent",
+        "object_id",
+        "object_repr",
+        "changes",
+        "recorded_at",
+        "hash",
+    )
+
+    id = serializers.UUIDField(required=False)
+    action = serializers.CharField(max_length=100)
+    target = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    success = serializers.BooleanField(required=False, default=True)
+    duration_ms = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, max_value=1e12
+    )
+    error = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False
+    )
+    details = JSONValueField(kind=dict, required=False)
     occurred_at = serializers.DateTimeField(required=False)

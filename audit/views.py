@@ -1,23 +1,75 @@
-"""HTTP API of the event log: read after a position, append custom events."""
+"""HTTP API of the event log and the audit log: validate, call, render."""
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import IntegrityError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import generics
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.models import Event
-from audit.selectors import event_list_after
+from audit.filters import AuditLogFilterSet
+from audit.models import AuditLog, Event
+from audit.selectors import audit_log_get, audit_log_list, event_list_after
 from audit.serializers import (
+    AuditLogCreateInputSerializer,
+    AuditLogSerializer,
     EventCreateInputSerializer,
     EventFilterSerializer,
+    EventPageSerializer,
     EventSerializer,
 )
-from audit.services import audit_custom_event_create
+from audit.services import audit_custom_event_create, audit_log_create
 from swarmsite.api import ProjectScopedMixin, validated
-from swarmsite.pagination import PositionPagination
+from swarmsite.pagination import CreatedCursorPagination, PositionPagination
+
+AFTER_PARAMETER = OpenApiParameter(
+    "after",
+    OpenApiTypes.INT,
+    description="Return events after this position (0 or more).",
+)
+PAGE_SIZE_PARAMETER = OpenApiParameter(
+    "page_size",
+    OpenApiTypes.INT,
+    description="Events per page, at most 500 (larger values are clamped).",
+)
 
 
+def _repeatable(name: str, kind: OpenApiTypes, description: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        name,
+        kind,
+        many=True,
+        explode=True,
+        description=f"{description} Repeatable, or comma-separated.",
+    )
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="Events after a position",
+        parameters=[
+            AFTER_PARAMETER,
+            PAGE_SIZE_PARAMETER,
+            _repeatable("task", OpenApiTypes.UUID, "Only events of these tasks."),
+            _repeatable(
+                "conversation",
+                OpenApiTypes.UUID,
+                "Only events of these conversations.",
+            ),
+            _repeatable("kind", OpenApiTypes.STR, "Only events of these kinds."),
+        ],
+        responses=EventPageSerializer,
+    ),
+    post=extend_schema(
+        summary="Append a custom event",
+        request=EventCreateInputSerializer,
+        responses={200: EventSerializer, 201: EventSerializer},
+    ),
+)
 class EventListCreateView(ProjectScopedMixin, APIView):
     """`GET /api/v1/events/?after=P`; `POST` appends a custom event."""
 
@@ -60,3 +112,97 @@ class EventListCreateView(ProjectScopedMixin, APIView):
             existed = True
             event = audit_custom_event_create(**kwargs)
         return Response(EventSerializer(event).data, status=200 if existed else 201)
+
+
+class AuditLogPagination(CreatedCursorPagination):
+    """Newest first on the time of the action, as the audit log indexes are."""
+
+    ordering = ("-occurred_at", "-id")
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="Audit records, newest first",
+        parameters=[
+            _repeatable("action", OpenApiTypes.STR, "Only these actions."),
+            OpenApiParameter(
+                "success",
+                OpenApiTypes.STR,
+                enum=["true", "false"],
+                description="Only successes, or only failures.",
+            ),
+            OpenApiParameter(
+                "since",
+                OpenApiTypes.DATETIME,
+                description="Actions at or after this time (ISO 8601).",
+            ),
+            OpenApiParameter(
+                "until",
+                OpenApiTypes.DATETIME,
+                description="Actions before this time (ISO 8601).",
+            ),
+        ],
+    ),
+    post=extend_schema(
+        summary="Record an action (tool call, file access...)",
+        request=AuditLogCreateInputSerializer,
+        responses={200: AuditLogSerializer, 201: AuditLogSerializer},
+    ),
+)
+class AuditLogListCreateView(ProjectScopedMixin, generics.ListAPIView):
+    """`GET /api/v1/audit-logs/` filtered; `POST` records a client action.
+
+    Every API request also leaves an `api.request` record
+    (`audit.middleware`).
+    """
+
+    serializer_class = AuditLogSerializer
+    filterset_class = AuditLogFilterSet
+    pagination_class = AuditLogPagination
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return AuditLog.objects.none()
+        return audit_log_list(project_id=self.project.pk)
+
+    def post(self, request):
+        data = validated(AuditLogCreateInputSerializer, request.data)
+        kwargs = {
+            "project_id": self.project.pk,
+            "actor": self.actor,
+            "action": data["action"],
+            "target": data.get("target", ""),
+            "success": data.get("success", True),
+            "duration_ms": data.get("duration_ms"),
+            "error": data.get("error", ""),
+            "details": data.get("details"),
+            "occurred_at": data.get("occurred_at"),
+            "entry_id": data.get("id"),
+        }
+        try:
+            entry, created = audit_log_create(**kwargs)
+        except IntegrityError:
+            # A concurrent request with the same id committed first.
+            if "id" not in data:
+                raise
+            entry, created = audit_log_create(**kwargs)
+        return Response(AuditLogSerializer(entry).data, status=201 if created else 200)
+
+
+@extend_schema(summary="One audit record", responses=AuditLogSerializer)
+class AuditLogDetailView(ProjectScopedMixin, generics.RetrieveAPIView):
+    """`GET /api/v1/audit-logs/{id}/`."""
+
+    serializer_class = AuditLogSerializer
+
+    def get_object(self) -> AuditLog:
+        return audit_log_get(project_id=self.project.pk, entry_id=self.kwargs["pk"])
+
+    def get_queryset(self):
+        return AuditLog.objects.none()
+
+    @extend_schema(
+        parameters=[OpenApiParameter("id", uuid.UUID, OpenApiParameter.PATH)]
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)

@@ -3,7 +3,13 @@
 import runpy
 import sys
 
-BENCHMARKS = ["bench.admin_changelist"]
+BENCHMARKS = [
+    "bench.admin_changelist",
+    "bench.api_audit",
+    "bench.streams",
+    "bench.ingest",
+    "bench.export",
+]
 
 
 def main() -> int:

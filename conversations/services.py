@@ -289,8 +289,11 @@ def message_append(
             {"messages": f"At most {MAX_MESSAGES_PER_APPEND} messages at once."}
         )
     many = len(messages) > 1
+    # Only the conversation row: locking the joined project row FOR UPDATE
+    # would block every insert that references the project (the journal's
+    # included, taken under the JournalHead lock) and deadlock with it.
     conversation = (
-        Conversation.objects.select_for_update()
+        Conversation.objects.select_for_update(of=("self",))
         .select_related("project")
         .get(pk=conversation.pk)
     )

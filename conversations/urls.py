@@ -1,5 +1,14 @@
 """Routes of the conversation and message API, under /api/v1/."""
 
+from rest_framework.routers import SimpleRouter
+
+from conversations import views
+
 app_name = "conversations"
 
-urlpatterns = []
+# "/?" accepts paths with and without the trailing slash, as in tasks.urls.
+router = SimpleRouter()
+router.trailing_slash = "/?"
+router.register("conversations", views.ConversationViewSet, basename="conversation")
+
+urlpatterns = router.urls

@@ -1,5 +1,6 @@
-"""ASGI entry point served by daphne: HTTP now, WebSocket streams next."""
+"""ASGI entry point served by daphne: HTTP and the WebSocket streams."""
 
+import functools
 import os
 
 from django.core.asgi import get_asgi_application
@@ -8,10 +9,78 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "swarmsite.settings")
 
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import OriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
+from audit.routing import websocket_urlpatterns  # noqa: E402
+from swarmsite.realtime import SEND_BUFFER_SCOPE_KEY  # noqa: E402
 from swarmsite.startup import require_secret_key  # noqa: E402
 
 require_secret_key()
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+
+class BrowserOriginValidator(OriginValidator):
+    """Browsers must come from an allowed host; non-browser clients pass.
+
+    Only a browser can be made to open a cross-site socket with its user's
+    cookies, and browsers always send `Origin`; agents and scripts usually
+    send none, and authenticate with a key instead.
+    """
+
+    def valid_origin(self, parsed_origin) -> bool:
+        return parsed_origin is None or super().valid_origin(parsed_origin)
+
+
+def allowed_hosts_origin_validator(application):
+    """`AllowedHostsOriginValidator`, with clients that send no Origin let in."""
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = ["localhost", "127.0.0.1", "[::1]"]
+    return BrowserOriginValidator(application, allowed)
+
+
+def _buffered_bytes(transport) -> int:
+    data = getattr(transport, "dataBuffer", b"")
+    return (
+        len(data)
+        - getattr(transport, "offset", 0)
+        + getattr(transport, "_tempDataLen", 0)
+    )
+
+
+class SendBufferProbe:
+    """Lets a consumer see how many bytes wait for a client that does not read.
+
+    daphne queues whatever the application sends without limit
+    (django/daphne#170). Under daphne, `send` is a partial over the
+    connection's protocol, whose Twisted transport holds that queue; the
+    probe reads its size. Under another server the probe is absent and
+    consumers send as usual.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        protocol = send.args[0] if isinstance(send, functools.partial) else None
+        transport = getattr(protocol, "transport", None) if protocol else None
+        if transport is not None and hasattr(transport, "dataBuffer"):
+            scope = {
+                **scope,
+                SEND_BUFFER_SCOPE_KEY: functools.partial(_buffered_bytes, transport),
+            }
+        return await self.app(scope, receive, send)
+
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": SendBufferProbe(
+            allowed_hosts_origin_validator(
+                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            )
+        ),
+    }
+)

@@ -42,6 +42,15 @@ class CreatedCursorPagination(CursorPagination):
             ) from exc
 
 
+class SeqCursorPagination(CreatedCursorPagination):
+    """Oldest first on a per-parent sequence number (a conversation's `seq`).
+
+    Only for querysets of one parent, where `seq` is unique and indexed.
+    """
+
+    ordering = ("seq",)
+
+
 class PositionPagination:
     """Forward-only pages of a position-ordered log (`?after=P`).
 

@@ -13,7 +13,13 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from swarmsite.metrics import NOTIFICATION_FAILURES
+
 logger = logging.getLogger(__name__)
+
+# Scope key of a WebSocket connection's probe of the bytes queued for its
+# client (set by swarmsite.asgi.SendBufferProbe under daphne).
+SEND_BUFFER_SCOPE_KEY = "swarmsite.send_buffer"
 
 
 def project_group(project_id: int) -> str:
@@ -29,10 +35,14 @@ def _send(group: str, message: dict[str, Any]) -> None:
         async_to_sync(layer.group_send)(group, message)
     except Exception:
         # The periodic check heals a missed ring; never fail the caller.
+        NOTIFICATION_FAILURES.inc()
         logger.warning("notification to %s failed", group, exc_info=True)
 
 
 def publish_on_commit(group: str, type: str, payload: dict[str, Any]) -> None:
-    """Send `payload` to `group` once the surrounding transaction commits."""
+    """Send `payload` to `group` once the surrounding transaction commits.
+
+    Outside a transaction it is sent at once; a rolled-back one sends nothing.
+    """
     message = {"type": type.replace(".", "_"), **payload}
     transaction.on_commit(lambda: _send(group, message), robust=True)

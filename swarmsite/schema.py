@@ -1,6 +1,11 @@
-"""OpenAPI extensions for drf-spectacular: how the API authenticates."""
+"""OpenAPI extensions for drf-spectacular: auth scheme and error answers."""
+
+from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
 
 
 class BearerKeyScheme(OpenApiAuthenticationExtension):
@@ -15,3 +20,57 @@ class BearerKeyScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "A project API key from `manage.py create_api_key`.",
         }
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="snake_case, e.g. `validation_error`.")
+    message = serializers.CharField(help_text="A human sentence.")
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Validation errors only: messages by field name.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every API error: `{"error": {"code", "message", "fields"?}}`."""
+
+    error = ErrorDetailSerializer()
+
+
+_ERRORS = {
+    "400": "Invalid input; `fields` names each bad field.",
+    "401": "Missing, invalid, revoked or expired API key.",
+    "403": "The API key lacks the scope this request needs.",
+    "429": "Too many requests for this API key; retry after `Retry-After`.",
+}
+_DETAIL_ERRORS = {"404": "No such object in the caller's project."}
+_WRITE_ERRORS = {
+    "409": "Conflicts with the stored state (idempotency, transition, version).",
+    "413": "The request body is too large.",
+    "415": "The body is not JSON.",
+}
+
+
+class SwarmsiteAutoSchema(AutoSchema):
+    """Adds the error answers every API operation can give, in one shape.
+
+    Clients (and schemathesis) then know the body of a 4xx as well as the
+    body of a success.
+    """
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        if direction != "response" or not self.path.startswith("/api/v1/"):
+            return responses
+        errors = dict(_ERRORS)
+        if "{" in self.path:
+            errors.update(_DETAIL_ERRORS)
+        if self.method not in ("GET", "HEAD", "OPTIONS"):
+            errors.update(_WRITE_ERRORS)
+        for code, description in errors.items():
+            if code not in responses:
+                responses[code] = self._get_response_for_code(
+                    OpenApiResponse(ErrorSerializer, description=description), code
+                )
+        return responses

@@ -57,8 +57,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so it counts and times every request, including refused ones.
+    "swarmsite.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Queues an audit record of every /api/ request; written in bulk.
+    "audit.middleware.RequestAuditMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -123,6 +127,9 @@ elif _db["ENGINE"] in (
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
         "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
     }
+    # With a pool, this makes psycopg check a connection at checkout, so one
+    # broken by a PostgreSQL restart is replaced instead of failing a request.
+    _db["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", default=True)
     _db["TEST"] = {"NAME": env.str("DATABASE_TEST_NAME", default="") or None}
 else:
     raise ImproperlyConfigured(
@@ -135,11 +142,25 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # A short connect timeout: while Redis is down, a commit's
+            # notification fails fast instead of holding the request.
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_connect_timeout": 1,
+                        "socket_keepalive": True,
+                    }
+                ]
+            },
         }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Fault injection only (tests, benchmarks): a dotted channel layer class that
+# replaces the backend above, keeping its CONFIG.
+if _layer_override := env.str("CHANNEL_LAYER_BACKEND", default=""):
+    CHANNEL_LAYERS["default"]["BACKEND"] = _layer_override
 
 AUTH_PASSWORD_VALIDATORS = [
     {
@@ -208,7 +229,8 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "EXCEPTION_HANDLER": "swarmsite.api.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's AutoSchema, plus the error answers of every operation.
+    "DEFAULT_SCHEMA_CLASS": "swarmsite.schema.SwarmsiteAutoSchema",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -223,11 +245,31 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a `status`: name the sets instead of hashing them.
+    "ENUM_NAME_OVERRIDES": {
+        "ConversationStatusEnum": "conversations.models.ConversationStatus",
+        "TaskStatusEnum": "tasks.models.TaskStatus",
+        "AgentStatusEnum": "tasks.models.AgentStatus",
+        "RunStatusEnum": "tasks.models.RunStatus",
+    },
 }
 
 # Request bodies: a full 5,000-item ingest batch fits; larger bodies get 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 INGEST_MAX_ITEMS = env.int("INGEST_MAX_ITEMS", default=5000)
+
+# GET /api/v1/stats/: widest window accepted, and most entries per breakdown
+# (by agent, by model, by endpoint); the totals always cover everything.
+STATS_MAX_WINDOW_DAYS = env.int("STATS_MAX_WINDOW_DAYS", default=31)
+STATS_MAX_GROUPS = env.int("STATS_MAX_GROUPS", default=100)
+
+# Audit records of API requests (audit.middleware): on or off; seconds between
+# bulk writes (0: no background writer, only explicit flushes); records per
+# write; most records waiting before new ones are dropped (and counted).
+AUDIT_REQUESTS = env.bool("AUDIT_REQUESTS", default=True)
+AUDIT_REQUEST_FLUSH_SECONDS = env.float("AUDIT_REQUEST_FLUSH_SECONDS", default=1.0)
+AUDIT_REQUEST_BATCH_SIZE = env.int("AUDIT_REQUEST_BATCH_SIZE", default=1000)
+AUDIT_REQUEST_QUEUE_SIZE = env.int("AUDIT_REQUEST_QUEUE_SIZE", default=50000)
 
 # WebSocket streams (audit.consumers).
 STREAM_HEARTBEAT_SECONDS = env.float("STREAM_HEARTBEAT_SECONDS", default=10.0)
@@ -238,6 +280,17 @@ STREAM_MAX_FRAME_BYTES = env.int("STREAM_MAX_FRAME_BYTES", default=64 * 1024)
 STREAM_MAX_SUBSCRIPTIONS = env.int("STREAM_MAX_SUBSCRIPTIONS", default=100)
 # Events a subscriber may have unsent before it is told it lags and closed.
 STREAM_MAX_BUFFERED_EVENTS = env.int("STREAM_MAX_BUFFERED_EVENTS", default=10000)
+# Bytes queued in the server's socket buffer for a client that does not read;
+# above it the stream pauses instead of queueing more.
+STREAM_MAX_SEND_BUFFER_BYTES = env.int(
+    "STREAM_MAX_SEND_BUFFER_BYTES", default=1024 * 1024
+)
+
+# GET /metrics: a bearer token for the Prometheus scraper (unset: only
+# admin-scope API keys may read the metrics).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# GET /readyz gives up on the database (and the channel layer) after this.
+READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=1.5)
 
 LOGGING = {
     "version": 1,

@@ -12,6 +12,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics, name="metrics"),
     path("api/v1/", include("tasks.urls", namespace="tasks")),
     path("api/v1/", include("audit.urls", namespace="audit")),
     path("api/v1/", include("conversations.urls", namespace="conversations")),

@@ -16,7 +16,9 @@ from audit.services import (
     SYSTEM,
     Actor,
     audit_event_record,
+    audit_events_record,
     audit_log_record,
+    audit_logs_record,
     journaled,
 )
 from swarmsite.errors import (
@@ -337,7 +339,216 @@ def _stored_task_snapshot(task: Task) -> dict:
     )
 
 
+TASK_CREATE_KEYS = frozenset(
+    {
+        "title",
+        "task_id",
+        "description",
+        "session_id",
+        "workflow",
+        "parent",
+        "priority",
+        "assigned_agent",
+        "agents",
+        "depends_on",
+        "input",
+        "metadata",
+        "files_touched",
+    }
+)
+
+
+def _ref_key(model: type, value: Any) -> Any:
+    """The pk a reference names, or the raw value when it is not a UUID."""
+    if isinstance(value, model):
+        return value.pk
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return value
+
+
+def _ref(
+    model: type, found: dict, *, field: str, value: Any, earlier: dict | None = None
+) -> Any:
+    # The same answers as swarmsite.validation.resolve, from prefetched rows.
+    if value is None or value == "":
+        return None
+    pk = _ref_key(model, value)
+    obj = (earlier or {}).get(pk) or found.get(pk)
+    if obj is None:
+        name = model._meta.verbose_name
+        shown = value.pk if isinstance(value, model) else value
+        raise ValidationError({field: f"No {name} {shown} in this project."})
+    return obj
+
+
+def _refs(
+    model: type, found: dict, *, field: str, values: Any, earlier: dict | None = None
+) -> list:
+    # The same answers as swarmsite.validation.resolve_many.
+    if values is None:
+        return []
+    if not isinstance(values, list | tuple | set):
+        raise ValidationError({field: "Must be a list of ids."})
+    pks = list(dict.fromkeys(_ref_key(model, v) for v in values))
+    if any(not isinstance(pk, uuid.UUID) for pk in pks):
+        raise ValidationError({field: "Every item must be a UUID."})
+    earlier = earlier or {}
+    objs = {pk: earlier.get(pk) or found.get(pk) for pk in pks}
+    missing = [str(pk) for pk, obj in objs.items() if obj is None]
+    if missing:
+        name = model._meta.verbose_name_plural
+        raise ValidationError(
+            {field: f"No {name} {', '.join(missing)} in this project."}
+        )
+    return list(objs.values())
+
+
+def _fetch(model: type, project: Project, keys: set) -> dict:
+    pks = [k for k in keys if isinstance(k, uuid.UUID)]
+    if not pks:
+        return {}
+    return {o.pk: o for o in model.objects.filter(project=project, pk__in=pks)}
+
+
 @journaled()
+def task_create_many(
+    *, project: Project, tasks: list[dict[str, Any]], actor: Actor = SYSTEM
+) -> list[tuple[Task, bool]]:
+    """Create pending tasks in order with bulk INSERTs; repeated ids return them.
+
+    Each item takes task_create's arguments; a task may name an earlier one
+    of the list as its parent or dependency. Raises on the first bad item,
+    having written nothing.
+    """
+    for spec in tasks:
+        unknown = set(spec) - TASK_CREATE_KEYS
+        if unknown:
+            raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
+    agent_keys: set = set()
+    task_keys: set = set()
+    workflow_keys: set = set()
+    for spec in tasks:
+        workflow_keys.add(_ref_key(Workflow, spec.get("workflow")))
+        agent_keys.add(_ref_key(Agent, spec.get("assigned_agent")))
+        task_keys.add(_ref_key(Task, spec.get("parent")))
+        for name, keys, model in (
+            ("agents", agent_keys, Agent),
+            ("depends_on", task_keys, Task),
+        ):
+            if isinstance(spec.get(name), list | tuple | set):
+                keys.update(_ref_key(model, v) for v in spec[name])
+    workflows = _fetch(Workflow, project, workflow_keys)
+    agents = _fetch(Agent, project, agent_keys)
+    referenced = _fetch(Task, project, task_keys)
+
+    pks = [parse_uuid(spec.get("task_id")) or uuid.uuid4() for spec in tasks]
+    stored = {
+        t.pk: t
+        for t in Task.objects.filter(pk__in=pks).prefetch_related(
+            "agents", "depends_on"
+        )
+    }
+    earlier: dict[uuid.UUID, Task] = {}
+    snapshots: dict[uuid.UUID, dict] = {}
+    results: list[tuple[Task, bool]] = []
+    new: list[tuple[Task, list[Agent], list[Task]]] = []
+    for pk, spec in zip(pks, tasks, strict=True):
+        priority = spec.get("priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValidationError({"priority": "Must be a whole number."})
+        task = Task(
+            id=pk,
+            project=project,
+            title=spec.get("title", ""),
+            description=spec.get("description", ""),
+            session_id=spec.get("session_id", ""),
+            workflow=_ref(
+                Workflow, workflows, field="workflow", value=spec.get("workflow")
+            ),
+            parent=_ref(
+                Task,
+                referenced,
+                field="parent",
+                value=spec.get("parent"),
+                earlier=earlier,
+            ),
+            priority=priority,
+            assigned_agent=_ref(
+                Agent, agents, field="assigned_agent", value=spec.get("assigned_agent")
+            ),
+            input=spec.get("input"),
+            metadata=json_object(spec.get("metadata"), field="metadata"),
+            files_touched=json_list(spec.get("files_touched"), field="files_touched"),
+        )
+        involved = _refs(Agent, agents, field="agents", values=spec.get("agents"))
+        if task.assigned_agent is not None and task.assigned_agent not in involved:
+            involved.append(task.assigned_agent)
+        dep_ids = spec.get("depends_on") or []
+        if any(str(d) == str(pk) for d in dep_ids):
+            raise ValidationError({"depends_on": "A task cannot depend on itself."})
+        deps = _refs(
+            Task, referenced, field="depends_on", values=dep_ids, earlier=earlier
+        )
+        clean_fields(task)
+        snapshot = _task_snapshot(task, agents=involved, depends_on=deps)
+        existing = earlier.get(pk) or stored.get(pk)
+        if existing is not None:
+            if existing.project_id != project.pk:
+                raise IdempotencyConflict(f"The id {pk} is taken.")
+            if pk not in snapshots:
+                snapshots[pk] = _stored_task_snapshot(existing)
+            check_same(snapshots[pk], snapshot, what="task", grown=("agents",))
+            earlier[pk] = existing
+            results.append((existing, False))
+            continue
+        earlier[pk] = task
+        snapshots[pk] = snapshot
+        new.append((task, involved, deps))
+        results.append((task, True))
+    if not new:
+        return results
+
+    Task.objects.bulk_create([task for task, _, _ in new])
+    Task.agents.through.objects.bulk_create(
+        [
+            Task.agents.through(task_id=task.pk, agent_id=agent.pk)
+            for task, involved, _ in new
+            for agent in involved
+        ]
+    )
+    TaskDependency.objects.bulk_create(
+        [
+            TaskDependency(task=task, depends_on=dep)
+            for task, _, deps in new
+            for dep in deps
+        ]
+    )
+    events, entries = [], []
+    for task, _, _ in new:
+        snapshot = snapshots[task.pk]
+        events.append(
+            {
+                "kind": EventKind.TASK_CREATED,
+                "task_id": task.pk,
+                "payload": {
+                    "task": str(task.pk),
+                    "status": task.status,
+                    **{
+                        k: v
+                        for k, v in snapshot.items()
+                        if k not in ("input", "description")
+                    },
+                },
+            }
+        )
+        entries.append({"action": AuditAction.TASK_CREATED, "obj": task})
+    audit_events_record(project_id=project.pk, events=events, actor=actor)
+    audit_logs_record(project_id=project.pk, entries=entries, actor=actor)
+    return results
+
+
 def task_create(
     *,
     project: Project,
@@ -357,67 +568,22 @@ def task_create(
     actor: Actor = SYSTEM,
 ) -> tuple[Task, bool]:
     """Create a pending task; a repeated id with the same body returns it."""
-    pk = parse_uuid(task_id) or uuid.uuid4()
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise ValidationError({"priority": "Must be a whole number."})
-    task = Task(
-        id=pk,
-        project=project,
-        title=title,
-        description=description,
-        session_id=session_id,
-        workflow=resolve(Workflow, project=project, field="workflow", value=workflow),
-        parent=resolve(Task, project=project, field="parent", value=parent),
-        priority=priority,
-        assigned_agent=resolve(
-            Agent, project=project, field="assigned_agent", value=assigned_agent
-        ),
-        input=input,
-        metadata=json_object(metadata, field="metadata"),
-        files_touched=json_list(files_touched, field="files_touched"),
-    )
-    involved = resolve_many(Agent, project=project, field="agents", values=agents)
-    if task.assigned_agent is not None and task.assigned_agent not in involved:
-        involved.append(task.assigned_agent)
-    dep_ids = depends_on or []
-    if any(str(d) == str(pk) for d in dep_ids):
-        raise ValidationError({"depends_on": "A task cannot depend on itself."})
-    deps = resolve_many(Task, project=project, field="depends_on", values=dep_ids)
-    clean_fields(task)
-    stored = Task.objects.filter(pk=pk).first()
-    if stored is not None:
-        if stored.project_id != project.pk:
-            raise IdempotencyConflict(f"The id {pk} is taken.")
-        check_same(
-            _stored_task_snapshot(stored),
-            _task_snapshot(task, agents=involved, depends_on=deps),
-            what="task",
-            grown=("agents",),
-        )
-        return stored, False
-    task.save(force_insert=True)
-    if involved:
-        task.agents.add(*involved)
-    if deps:
-        TaskDependency.objects.bulk_create(
-            [TaskDependency(task=task, depends_on=d) for d in deps]
-        )
-    snapshot = _task_snapshot(task, agents=involved, depends_on=deps)
-    audit_event_record(
-        project_id=project.pk,
-        kind=EventKind.TASK_CREATED,
-        actor=actor,
-        task_id=task.pk,
-        payload={
-            "task": str(task.pk),
-            "status": task.status,
-            **{k: v for k, v in snapshot.items() if k not in ("input", "description")},
-        },
-    )
-    audit_log_record(
-        project_id=project.pk, action=AuditAction.TASK_CREATED, actor=actor, obj=task
-    )
-    return task, True
+    spec = {
+        "title": title,
+        "task_id": task_id,
+        "description": description,
+        "session_id": session_id,
+        "workflow": workflow,
+        "parent": parent,
+        "priority": priority,
+        "assigned_agent": assigned_agent,
+        "agents": agents,
+        "depends_on": depends_on,
+        "input": input,
+        "metadata": metadata,
+        "files_touched": files_touched,
+    }
+    return task_create_many(project=project, tasks=[spec], actor=actor)[0]
 
 
 @journaled()
@@ -742,7 +908,126 @@ def _run_payload(run: AgentRun) -> dict[str, Any]:
     }
 
 
+RUN_CREATE_KEYS = frozenset(
+    {
+        "task",
+        "agent",
+        "run_id",
+        "status",
+        "output_summary",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "cost",
+        "error",
+        "metadata",
+        "started_at",
+    }
+)
+
+
 @journaled()
+def run_create_many(
+    *, project: Project, runs: list[dict[str, Any]], actor: Actor = SYSTEM
+) -> list[tuple[AgentRun, bool]]:
+    """Start runs with one bulk INSERT; usage rolls up into their tasks.
+
+    Each item takes run_create's arguments. A repeated id with the same body
+    returns the stored run. Raises on the first bad item, having written
+    nothing.
+    """
+    for spec in runs:
+        unknown = set(spec) - RUN_CREATE_KEYS
+        if unknown:
+            raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
+    tasks = _fetch(Task, project, {_ref_key(Task, s.get("task")) for s in runs})
+    agents = _fetch(Agent, project, {_ref_key(Agent, s.get("agent")) for s in runs})
+    pks = [parse_uuid(spec.get("run_id")) or uuid.uuid4() for spec in runs]
+    known = {r.pk: r for r in AgentRun.objects.filter(pk__in=pks)}
+    now = timezone.now()
+    results: list[tuple[AgentRun, bool]] = []
+    new: list[AgentRun] = []
+    for pk, spec in zip(pks, runs, strict=True):
+        status = spec.get("status", RunStatus.STARTED)
+        if status not in RunStatus.values:
+            raise ValidationError(
+                {"status": f"Choose from {', '.join(RunStatus.values)}."}
+            )
+        task = _ref(Task, tasks, field="task", value=spec.get("task"))
+        if task is None:
+            raise ValidationError({"task": "This field is required."})
+        run = AgentRun(
+            id=pk,
+            project=project,
+            task=task,
+            agent=_ref(Agent, agents, field="agent", value=spec.get("agent")),
+            status=status,
+            output_summary=spec.get("output_summary", ""),
+            model=spec.get("model", ""),
+            prompt_tokens=to_count(spec.get("prompt_tokens", 0), field="prompt_tokens"),
+            completion_tokens=to_count(
+                spec.get("completion_tokens", 0), field="completion_tokens"
+            ),
+            cached_tokens=to_count(spec.get("cached_tokens", 0), field="cached_tokens"),
+            cost=to_decimal(spec.get("cost", 0), field="cost"),
+            error=spec.get("error", ""),
+            metadata=json_object(spec.get("metadata"), field="metadata"),
+            started_at=spec.get("started_at") or now,
+            ended_at=now if status in RUN_TERMINAL_STATUSES else None,
+        )
+        clean_fields(run)
+        stored = known.get(pk)
+        if stored is not None:
+            if stored.project_id != project.pk:
+                raise IdempotencyConflict(f"The id {pk} is taken.")
+            check_same(_run_snapshot(stored), _run_snapshot(run), what="run")
+            results.append((stored, False))
+            continue
+        known[pk] = run
+        new.append(run)
+        results.append((run, True))
+    if not new:
+        return results
+
+    AgentRun.objects.bulk_create(new)
+    usage: dict[uuid.UUID, list] = {}
+    for run in new:
+        total = usage.setdefault(run.task_id, [0, 0, 0, Decimal(0)])
+        total[0] += run.prompt_tokens
+        total[1] += run.completion_tokens
+        total[2] += run.cached_tokens
+        total[3] += run.cost
+    for task_id, (prompt, completion, cached, cost) in usage.items():
+        task_rollup_add(
+            task_id=task_id,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_tokens=cached,
+            cost=cost,
+        )
+    links = {(run.task_id, run.agent_id) for run in new if run.agent_id}
+    if links:
+        # An agent already involved in the task keeps its one link.
+        Task.agents.through.objects.bulk_create(
+            [Task.agents.through(task_id=t, agent_id=a) for t, a in links],
+            ignore_conflicts=True,
+        )
+    audit_events_record(
+        project_id=project.pk,
+        actor=actor,
+        events=[
+            {
+                "kind": EventKind.RUN_STARTED,
+                "task_id": run.task_id,
+                "payload": _run_payload(run),
+            }
+            for run in new
+        ],
+    )
+    return results
+
+
 def run_create(
     *,
     project: Project,
@@ -762,54 +1047,22 @@ def run_create(
     actor: Actor = SYSTEM,
 ) -> tuple[AgentRun, bool]:
     """Start a run of an agent on a task; its usage rolls up into the task."""
-    if status not in RunStatus.values:
-        raise ValidationError({"status": f"Choose from {', '.join(RunStatus.values)}."})
-    now = timezone.now()
-    task = resolve(Task, project=project, field="task", value=task)
-    if task is None:
-        raise ValidationError({"task": "This field is required."})
-    run = AgentRun(
-        id=parse_uuid(run_id) or uuid.uuid4(),
-        project=project,
-        task=task,
-        agent=resolve(Agent, project=project, field="agent", value=agent),
-        status=status,
-        output_summary=output_summary,
-        model=model,
-        prompt_tokens=to_count(prompt_tokens, field="prompt_tokens"),
-        completion_tokens=to_count(completion_tokens, field="completion_tokens"),
-        cached_tokens=to_count(cached_tokens, field="cached_tokens"),
-        cost=to_decimal(cost, field="cost"),
-        error=error,
-        metadata=json_object(metadata, field="metadata"),
-        started_at=started_at or now,
-        ended_at=now if status in RUN_TERMINAL_STATUSES else None,
-    )
-    clean_fields(run)
-    stored = AgentRun.objects.filter(pk=run.pk).first()
-    if stored is not None:
-        if stored.project_id != project.pk:
-            raise IdempotencyConflict(f"The id {run.pk} is taken.")
-        check_same(_run_snapshot(stored), _run_snapshot(run), what="run")
-        return stored, False
-    run.save(force_insert=True)
-    task_rollup_add(
-        task_id=run.task_id,
-        prompt_tokens=run.prompt_tokens,
-        completion_tokens=run.completion_tokens,
-        cached_tokens=run.cached_tokens,
-        cost=run.cost,
-    )
-    if run.agent is not None:
-        run.task.agents.add(run.agent)
-    audit_event_record(
-        project_id=project.pk,
-        kind=EventKind.RUN_STARTED,
-        actor=actor,
-        task_id=run.task_id,
-        payload=_run_payload(run),
-    )
-    return run, True
+    spec = {
+        "task": task,
+        "agent": agent,
+        "run_id": run_id,
+        "status": status,
+        "output_summary": output_summary,
+        "model": model,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cached_tokens": cached_tokens,
+        "cost": cost,
+        "error": error,
+        "metadata": metadata,
+        "started_at": started_at,
+    }
+    return run_create_many(project=project, runs=[spec], actor=actor)[0]
 
 
 @journaled()

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from audit.selectors import event_list_after
-from audit.serializers import EventSerializer
+from audit.serializers import EventPageSerializer, EventSerializer
 from swarmsite.api import ProjectScopedMixin, request_id, validated
 from swarmsite.errors import NotFound, VersionConflict
 from swarmsite.pagination import PositionPagination
 from tasks.filters import AgentFilterSet, RunFilterSet, TaskFilterSet
-from tasks.models import AgentRun, Task
+from tasks.models import Agent, AgentRun, Task
 from tasks.selectors import agent_get, agent_list, run_list, task_get, task_list
 from tasks.serializers import (
     AgentCreateInputSerializer,
@@ -49,6 +51,30 @@ def _created(created: bool) -> int:
     return 201 if created else 200
 
 
+def _schema_only(view) -> bool:
+    """True while drf-spectacular inspects the view, with no request user."""
+    return getattr(view, "swagger_fake_view", False)
+
+
+def _writes(request, response, summary: str):
+    return extend_schema(summary=summary, request=request, responses=response)
+
+
+def _creates(request, response, summary: str):
+    return extend_schema(
+        summary=summary,
+        request=request,
+        responses={200: response, 201: response},
+        description="201 when created; 200 when the id (or agent name) exists "
+        "with the same values.",
+    )
+
+
+@extend_schema_view(
+    create=_creates(AgentCreateInputSerializer, AgentSerializer, "Register an agent"),
+    partial_update=_writes(AgentUpdateInputSerializer, AgentSerializer, "Update"),
+    heartbeat=_writes(AgentHeartbeatInputSerializer, AgentSerializer, "Heartbeat"),
+)
 class AgentViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Agents of the caller's project; register, update, heartbeat."""
 
@@ -56,6 +82,8 @@ class AgentViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
     filterset_class = AgentFilterSet
 
     def get_queryset(self):
+        if _schema_only(self):
+            return Agent.objects.none()
         return agent_list(project=self.project)
 
     def get_object(self):
@@ -85,6 +113,34 @@ class AgentViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         return Response(AgentSerializer(agent).data)
 
 
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "fields",
+                OpenApiTypes.STR,
+                enum=["full"],
+                description="`full` adds description, input, result, depends_on.",
+            )
+        ]
+    ),
+    create=_creates(TaskCreateInputSerializer, TaskSerializer, "Create a task"),
+    partial_update=_writes(
+        TaskUpdateInputSerializer, TaskSerializer, "Update descriptive fields"
+    ),
+    transition=_writes(
+        TaskTransitionInputSerializer, TaskSerializer, "Change the status"
+    ),
+    progress=_writes(TaskProgressInputSerializer, TaskSerializer, "Set progress"),
+    events=extend_schema(
+        summary="Events of the task after a position",
+        parameters=[
+            OpenApiParameter("after", OpenApiTypes.INT, description="A position."),
+            OpenApiParameter("page_size", OpenApiTypes.INT, description="At most 500."),
+        ],
+        responses=EventPageSerializer,
+    ),
+)
 class TaskViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Tasks of the caller's project: create, update, transition, progress.
 
@@ -101,12 +157,16 @@ class TaskViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         return value == "full"
 
     def get_queryset(self):
+        if _schema_only(self):
+            return Task.objects.none()
         tasks = task_list(project=self.project)
         if self.action == "list" and self._full():
             tasks = tasks.defer(None).prefetch_related("depends_on")
         return tasks
 
     def get_serializer_class(self):
+        if _schema_only(self):
+            return TaskListSerializer if self.action == "list" else TaskSerializer
         if self.action == "list" and not self._full():
             return TaskListSerializer
         return TaskSerializer
@@ -161,6 +221,10 @@ class TaskViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         )
 
 
+@extend_schema_view(
+    create=_creates(RunCreateInputSerializer, RunSerializer, "Start a run"),
+    partial_update=_writes(RunUpdateInputSerializer, RunSerializer, "Report"),
+)
 class RunViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Agent runs of the caller's project: start one, then report on it."""
 
@@ -168,6 +232,8 @@ class RunViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
     filterset_class = RunFilterSet
 
     def get_queryset(self):
+        if _schema_only(self):
+            return AgentRun.objects.none()
         return run_list(project=self.project)
 
     def get_object(self) -> AgentRun:

@@ -3,6 +3,7 @@
 import pytest
 from rest_framework.test import APIClient
 
+from audit.middleware import buffer as request_audits
 from swarmsite.models import Project
 from swarmsite.services import api_key_create, project_create
 from tasks.services import agent_register, task_create
@@ -51,3 +52,14 @@ def make_api_client():
         return client
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _request_audits_flush_on_demand(settings):
+    """API requests queue audit records (audit.middleware); a background
+    thread would write them outside the test's transaction, so tests write
+    them with `flush_request_audits()` and start with an empty queue."""
+    settings.AUDIT_REQUEST_FLUSH_SECONDS = 0
+    request_audits.clear()
+    yield
+    request_audits.clear()

@@ -1,12 +1,20 @@
 import uuid
+from datetime import timedelta
+from urllib.parse import quote
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.test import APIClient
 
-from audit.models import Event
-from audit.services import audit_custom_event_create
+from audit.models import AuditLog, Event
+from audit.services import (
+    audit_chain_verify,
+    audit_custom_event_create,
+    audit_log_record,
+)
+from swarmsite.actors import Actor
 from swarmsite.services import api_key_create
 from tasks.models import TaskStatus
 from tasks.services import task_transition
@@ -190,3 +198,184 @@ def test_event_list_query_count_does_not_grow_with_the_page(api, project):
         response = api.get(url)
     assert len(response.json()["results"]) == 55
     assert len(small.captured_queries) == len(large.captured_queries)
+
+
+# Audit log ----------------------------------------------------------------
+
+
+def _record(project, **kwargs):
+    return audit_log_record(
+        project_id=project.pk, **{"action": "tool.invoke", **kwargs}
+    )
+
+
+def test_audit_log_create_answers_201_with_the_record_and_the_key_as_actor(api):
+    body = {
+        "action": "tool.invoke",
+        "target": "grep",
+        "success": False,
+        "duration_ms": 12.5,
+        "error": "exit status 2",
+        "details": {"args": ["-r", "x"]},
+    }
+    response = api.post("/api/v1/audit-logs/", body, format="json")
+    assert response.status_code == 201, response.content
+    data = response.json()
+    assert {k: data[k] for k in body} == body
+    assert data["actor"]["type"] == "api_key"
+    assert data["actor"]["label"] == "tests"
+    assert data["seq"] >= 1
+    assert data["request_id"] == response["X-Request-ID"]
+    stored = AuditLog.objects.get(uuid=data["id"])
+    assert stored.hash == data["hash"]
+
+
+def test_audit_log_create_with_a_known_id_is_idempotent_or_a_conflict(
+    api, other_project
+):
+    body = {"id": str(uuid.uuid4()), "action": "file.write", "target": "/tmp/a"}
+    assert api.post("/api/v1/audit-logs/", body, format="json").status_code == 201
+    again = api.post("/api/v1/audit-logs/", body, format="json")
+    assert again.status_code == 200, again.content
+    assert again.json()["id"] == body["id"]
+    changed = {**body, "target": "/tmp/b"}
+    response = api.post("/api/v1/audit-logs/", changed, format="json")
+    assert "target" in _error(response, 409, "idempotency_conflict")["message"]
+    other = _client(other_project, name="other")
+    response = other.post("/api/v1/audit-logs/", body, format="json")
+    _error(response, 409, "idempotency_conflict")
+    assert AuditLog.objects.filter(uuid=body["id"]).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "action"),
+        ({"action": ""}, "action"),
+        ({"action": "x" * 101}, "action"),
+        ({"action": "api.request"}, "action"),
+        ({"action": "task.created"}, "action"),
+        ({"action": "a.b", "duration_ms": -1}, "duration_ms"),
+        ({"action": "a.b", "duration_ms": "fast"}, "duration_ms"),
+        ({"action": "a.b", "success": "perhaps"}, "success"),
+        ({"action": "a.b", "details": [1]}, "details"),
+        ({"action": "a.b", "id": "nope"}, "id"),
+        ({"action": "a.b", "seq": 1}, "seq"),
+        ({"action": "a.b", "hash": "0" * 64}, "hash"),
+        ({"action": "a.b", "colour": "red"}, "colour"),
+    ],
+)
+def test_audit_log_create_refuses_bad_input_naming_the_field(api, body, field):
+    before = AuditLog.objects.count()
+    response = api.post("/api/v1/audit-logs/", body, format="json")
+    assert field in _error(response, 400, "validation_error")["fields"]
+    assert AuditLog.objects.count() == before
+
+
+def test_a_read_only_key_lists_but_cannot_record_audit_logs(project):
+    reader = _client(project, scopes=("read",), name="reader")
+    assert reader.get("/api/v1/audit-logs/").status_code == 200
+    response = reader.post("/api/v1/audit-logs/", {"action": "a.b"}, format="json")
+    _error(response, 403, "permission_denied")
+
+
+def test_audit_log_endpoints_need_a_valid_key(project):
+    entry = _record(project)
+    for url in ("/api/v1/audit-logs/", f"/api/v1/audit-logs/{entry.uuid}/"):
+        _error(APIClient().get(url), 401, "not_authenticated")
+
+
+def test_audit_log_list_is_newest_first_and_pages_with_cursors(api, project):
+    start = timezone.now() - timedelta(hours=1)
+    for n in range(5):
+        _record(project, target=f"t{n}", occurred_at=start + timedelta(minutes=n))
+    page = api.get("/api/v1/audit-logs/?page_size=2").json()
+    assert [e["target"] for e in page["results"]] == ["t4", "t3"]
+    following = api.get(page["next"]).json()
+    assert [e["target"] for e in following["results"]] == ["t2", "t1"]
+    assert api.get(following["previous"]).json()["results"] == page["results"]
+
+
+def test_audit_log_list_filters(api, project):
+    start = timezone.now() - timedelta(hours=1)
+    agent_id = str(uuid.uuid4())
+    actor = Actor(type="agent", id=agent_id, label="worker-1")
+    _record(project, target="a", occurred_at=start)
+    _record(
+        project,
+        action="file.write",
+        target="b",
+        success=False,
+        actor=actor,
+        occurred_at=start + timedelta(minutes=10),
+    )
+    _record(
+        project,
+        action="file.read",
+        target="c",
+        actor=actor,
+        occurred_at=start + timedelta(minutes=20),
+    )
+
+    def targets(query: str) -> list[str]:
+        response = api.get(f"/api/v1/audit-logs/?{query}")
+        assert response.status_code == 200, response.content
+        return [e["target"] for e in response.json()["results"]]
+
+    assert targets("action=file.write") == ["b"]
+    assert targets("action=file.write&action=tool.invoke") == ["b", "a"]
+    assert targets("action=file.read,tool.invoke") == ["c", "a"]
+    assert targets(f"actor={agent_id}") == ["c", "b"]
+    assert targets("actor_type=agent&success=true") == ["c"]
+    assert targets("success=false") == ["b"]
+    since = quote((start + timedelta(minutes=10)).isoformat())
+    until = quote((start + timedelta(minutes=20)).isoformat())
+    assert targets(f"since={since}") == ["c", "b"]
+    assert targets(f"until={until}") == ["b", "a"]
+    assert targets(f"since={since}&until={until}") == ["b"]
+    assert targets("target=a") == ["a"]
+    for query, field in [
+        ("since=yesterday", "since"),
+        ("success=perhaps", "success"),
+        ("actor_type=robot", "actor_type"),
+        ("cursor=bogus", "cursor"),
+        ("action=" + ",".join(["x"] * 101), "action"),
+    ]:
+        bad = api.get(f"/api/v1/audit-logs/?{query}")
+        assert field in _error(bad, 400, "validation_error")["fields"], query
+
+
+def test_audit_log_list_and_detail_show_only_the_callers_project(
+    api, project, other_project
+):
+    mine = _record(project, target="mine")
+    theirs = _record(other_project, target="theirs")
+    results = api.get("/api/v1/audit-logs/").json()["results"]
+    assert [e["target"] for e in results] == ["mine"]
+    detail = api.get(f"/api/v1/audit-logs/{mine.uuid}/")
+    assert detail.status_code == 200
+    assert detail.json()["id"] == str(mine.uuid)
+    for bad in (theirs.uuid, uuid.uuid4(), "not-a-uuid"):
+        _error(api.get(f"/api/v1/audit-logs/{bad}/"), 404, "not_found")
+
+
+def test_audit_log_list_query_count_does_not_grow_with_the_page(api, project):
+    url = "/api/v1/audit-logs/?page_size=100&success=true"
+    api.get(url)
+    for n in range(3):
+        _record(project, target=f"n{n}")
+    with CaptureQueriesContext(connection) as small:
+        api.get(url)
+    for n in range(40):
+        _record(project, target=f"m{n}")
+    with CaptureQueriesContext(connection) as large:
+        response = api.get(url)
+    assert len(response.json()["results"]) == 43
+    assert len(small.captured_queries) == len(large.captured_queries)
+
+
+def test_audit_log_records_written_over_the_api_keep_the_chain_intact(api, project):
+    for n in range(3):
+        body = {"action": "tool.invoke", "details": {"n": n, "f": 1e20}}
+        assert api.post("/api/v1/audit-logs/", body, format="json").status_code == 201
+    assert audit_chain_verify(project_id=project.pk).intact

@@ -1,0 +1,205 @@
+"""API shapes of batch ingest: the envelope, each item's data, the results.
+
+Each item's `data` is checked with the input serializer of the single
+endpoint of its type (plus the parent id where the path carried it), so an
+item is accepted exactly when the single endpoint would accept it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework import serializers
+
+from audit.serializers import EventCreateInputSerializer
+from conversations.models import MessageRole
+from ingest.services import Item, ItemResult
+from swarmsite.api import JSONValueField, StrictInputSerializer, _flatten
+from swarmsite.errors import ValidationError
+from tasks.serializers import (
+    INT32_MAX,
+    AgentCreateInputSerializer,
+    RunCreateInputSerializer,
+    TaskCreateInputSerializer,
+    TaskTransitionInputSerializer,
+    _cost,
+    _id,
+    _ids,
+)
+
+ITEM_TYPES = (
+    "agent",
+    "task",
+    "transition",
+    "conversation",
+    "message",
+    "run",
+    "event",
+    "audit",
+)
+
+
+class TransitionItemSerializer(TaskTransitionInputSerializer):
+    task = serializers.UUIDField()
+
+
+class ConversationItemSerializer(StrictInputSerializer):
+    read_only_names = ("status", "message_count", "created_at", "updated_at")
+
+    id = serializers.UUIDField(required=False)
+    task = _id()
+    title = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    participants = _ids(required=False)
+    metadata = JSONValueField(kind=dict, required=False)
+
+
+def _small_count() -> serializers.IntegerField:
+    return serializers.IntegerField(required=False, min_value=0, max_value=INT32_MAX)
+
+
+class MessageItemSerializer(StrictInputSerializer):
+    read_only_names = ("seq", "project", "created_at")
+
+    conversation = serializers.UUIDField()
+    id = serializers.UUIDField(required=False)
+    role = serializers.ChoiceField(choices=MessageRole.choices)
+    content = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False
+    )
+    sender = _id()
+    tool_calls = JSONValueField(kind=list, required=False, allow_null=True)
+    tool_call_id = serializers.CharField(
+        max_length=200, required=False, allow_blank=True
+    )
+    model = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    prompt_tokens = _small_count()
+    completion_tokens = _small_count()
+    cached_tokens = _small_count()
+    cost = _cost()
+    latency_ms = serializers.FloatField(required=False, allow_null=True, min_value=0)
+    reply_to = _id()
+    metadata = JSONValueField(kind=dict, required=False)
+
+
+class AuditItemSerializer(StrictInputSerializer):
+    read_only_names = ("seq", "hash", "prev_hash", "actor", "recorded_at")
+
+    id = serializers.UUIDField(required=False)
+    action = serializers.CharField(max_length=100)
+    target = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    success = serializers.BooleanField(required=False, default=True)
+    duration_ms = serializers.FloatField(required=False, allow_null=True, min_value=0)
+    error = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False
+    )
+    details = JSONValueField(kind=dict, required=False)
+
+
+# Item type -> (serializer of its data, renames from API names to service
+# argument names).
+ITEM_SERIALIZERS: dict[str, tuple[type[serializers.Serializer], dict[str, str]]] = {
+    "agent": (AgentCreateInputSerializer, {"id": "agent_id"}),
+    "task": (TaskCreateInputSerializer, {"id": "task_id"}),
+    "transition": (TransitionItemSerializer, {}),
+    "conversation": (ConversationItemSerializer, {"id": "conversation_id"}),
+    "message": (MessageItemSerializer, {}),
+    "run": (RunCreateInputSerializer, {"id": "run_id"}),
+    "event": (
+        EventCreateInputSerializer,
+        {"id": "event_id", "task": "task_id", "conversation": "conversation_id"},
+    ),
+    "audit": (AuditItemSerializer, {"id": "entry_id"}),
+}
+
+
+def _supplied_id(data: Any) -> str | None:
+    if isinstance(data, Mapping) and isinstance(data.get("id"), str):
+        return data["id"][:64]
+    return None
+
+
+def validate_items(raw: list[Any]) -> tuple[list[Item], list[ItemResult]]:
+    """Check every item of `raw`: the valid ones, and an error result per other.
+
+    One serializer instance per type validates all items of that type, so
+    its fields are built once per batch, not once per item.
+    """
+    checkers = {
+        name: (cls(), renames) for name, (cls, renames) in ITEM_SERIALIZERS.items()
+    }
+    valid: list[Item] = []
+    rejected: list[ItemResult] = []
+    for index, entry in enumerate(raw):
+        data = entry.get("data") if isinstance(entry, Mapping) else None
+        try:
+            item_type, data = _envelope(entry)
+            checker, renames = checkers[item_type]
+            try:
+                values = checker.run_validation(data)
+            except serializers.ValidationError as exc:
+                raise ValidationError(_flatten(exc.detail, "data")) from exc
+        except ValidationError as exc:
+            rejected.append(ItemResult(index, _supplied_id(data), "error", exc))
+            continue
+        valid.append(
+            Item(
+                index=index,
+                type=item_type,
+                data={renames.get(k, k): v for k, v in values.items()},
+                supplied_id=_supplied_id(data),
+            )
+        )
+    return valid, rejected
+
+
+def _envelope(entry: Any) -> tuple[str, Any]:
+    if not isinstance(entry, Mapping):
+        raise ValidationError(
+            {"non_field_errors": 'Each item must be {"type": ..., "data": {...}}.'}
+        )
+    extra = sorted(set(entry) - {"type", "data"})
+    if extra:
+        raise ValidationError(dict.fromkeys(extra, "This field is not accepted here."))
+    item_type = entry.get("type")
+    if not isinstance(item_type, str) or item_type not in ITEM_SERIALIZERS:
+        raise ValidationError({"type": f"Choose from {', '.join(ITEM_TYPES)}."})
+    data = entry.get("data")
+    if not isinstance(data, Mapping):
+        raise ValidationError({"data": "Must be a JSON object."})
+    return item_type, data
+
+
+# Schema of the endpoint ----------------------------------------------------
+
+
+class IngestItemSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=ITEM_TYPES)
+    data = serializers.DictField(
+        help_text="The fields of the single endpoint of this type, with the "
+        "parent id inside (`conversation` for a message, `task` for a "
+        "transition)."
+    )
+
+
+class IngestInputSerializer(serializers.Serializer):
+    items = IngestItemSerializer(many=True)
+
+
+class ItemErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()), required=False
+    )
+
+
+class IngestResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    id = serializers.CharField(allow_null=True)
+    status = serializers.ChoiceField(choices=["created", "duplicate", "error"])
+    error = ItemErrorSerializer(required=False)
+
+
+class IngestOutputSerializer(serializers.Serializer):
+    results = IngestResultSerializer(many=True)

@@ -1,0 +1,278 @@
+"""Batch ingest: items of every kind applied in order in one transaction.
+
+Consecutive items of one type form a segment (messages: of one
+conversation) written by the bulk service of that type, inside a savepoint.
+When a segment fails, its savepoint is rolled back and its items are
+applied one by one, each in its own savepoint, so a bad item is reported
+and the good ones are kept. Agents, transitions and conversations are
+low-volume: they go through their single-item services, each in its own
+savepoint of the batch's transaction.
+
+The whole batch is one journaled transaction: its events and audit rows are
+flushed together under the project's journal lock, and its notification
+rings once. On PostgreSQL two batches carrying the same new ids race: the
+loser's INSERT fails once the winner commits, and the loser's batch is
+rolled back and applied again, now finding those rows stored (duplicates).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    OperationalError,
+    transaction,
+)
+
+from audit.services import (
+    SYSTEM,
+    Actor,
+    audit_custom_events_create,
+    audit_logs_create,
+    journaled,
+)
+from conversations.models import Conversation
+from conversations.services import conversation_create, message_append
+from swarmsite.errors import Conflict, ServiceError, ValidationError
+from swarmsite.metrics import INGEST_ITEMS
+from swarmsite.models import Project
+from tasks.models import Task
+from tasks.services import (
+    agent_register,
+    run_create_many,
+    task_create_many,
+    task_transition,
+)
+
+# Items of one bulk statement: bounds the SQL sent and the work redone one by
+# one when a segment holds a bad item.
+MAX_SEGMENT = 1000
+# Batches retried after losing a race on PostgreSQL; more means a bug.
+MAX_ATTEMPTS = 5
+# SQLSTATEs of transactions PostgreSQL aborted to break a cycle or a race.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+@dataclass
+class Item:
+    """One validated item: its place in the batch, type and service arguments."""
+
+    index: int
+    type: str
+    data: dict[str, Any]
+    supplied_id: str | None = None
+
+
+@dataclass
+class ItemResult:
+    """What became of one item: `created`, `duplicate` or `error`."""
+
+    index: int
+    id: str | None
+    status: str
+    error: ServiceError | None = None
+
+
+Outcome = tuple[Any, bool]
+Handler = Callable[[Project, list[Item], Actor], list[Outcome]]
+
+
+# Writers, one per item type: a list of items in, (id, created) per item out.
+# Each raises on the first bad item; the caller then isolates it.
+
+
+def _tasks(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    created = task_create_many(
+        project=project, tasks=[item.data for item in items], actor=actor
+    )
+    return [(task.pk, new) for task, new in created]
+
+
+def _events(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    created = audit_custom_events_create(
+        project_id=project.pk, events=[item.data for item in items], actor=actor
+    )
+    return [(event.uuid, new) for event, new in created]
+
+
+def _audits(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    created = audit_logs_create(
+        project_id=project.pk, entries=[item.data for item in items], actor=actor
+    )
+    return [(entry.uuid, new) for entry, new in created]
+
+
+def _messages(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    conversation_id = items[0].data["conversation"]
+    conversation = Conversation.objects.filter(
+        project=project, pk=conversation_id
+    ).first()
+    if conversation is None:
+        raise ValidationError(
+            {"conversation": f"No conversation {conversation_id} in this project."}
+        )
+    specs = [
+        {k: v for k, v in item.data.items() if k != "conversation"} for item in items
+    ]
+    appended = message_append(conversation=conversation, messages=specs, actor=actor)
+    return [(message.pk, new) for message, new in appended]
+
+
+def _agent(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    agent, created = agent_register(project=project, actor=actor, **items[0].data)
+    return [(agent.pk, created)]
+
+
+def _conversation(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    conversation, created = conversation_create(
+        project=project, actor=actor, **items[0].data
+    )
+    return [(conversation.pk, created)]
+
+
+def _runs(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    created = run_create_many(
+        project=project, runs=[item.data for item in items], actor=actor
+    )
+    return [(run.pk, new) for run, new in created]
+
+
+def _transition(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    data = dict(items[0].data)
+    task_id = data.pop("task")
+    task = Task.objects.filter(project=project, pk=task_id).first()
+    if task is None:
+        raise ValidationError({"task": f"No task {task_id} in this project."})
+    expected = data.get("expected_version")
+    if (
+        expected is not None
+        and task.version == expected + 1
+        and task.status == data["status"]
+    ):
+        # A retried batch: this transition (from version `expected` to this
+        # status) is the one that produced the stored state.
+        return [(task.pk, False)]
+    task_transition(task=task, actor=actor, **data)
+    return [(task.pk, True)]
+
+
+BULK_HANDLERS: dict[str, Handler] = {
+    "task": _tasks,
+    "event": _events,
+    "audit": _audits,
+    "message": _messages,
+    "run": _runs,
+}
+SINGLE_HANDLERS: dict[str, Handler] = {
+    "agent": _agent,
+    "conversation": _conversation,
+    "transition": _transition,
+}
+
+
+def _segments(items: list[Item]) -> list[list[Item]]:
+    """Runs of consecutive items that one bulk call can write, in order."""
+    segments: list[list[Item]] = []
+    last_key = None
+    for item in items:
+        key = (item.type, item.data.get("conversation"))
+        if (
+            item.type in BULK_HANDLERS
+            and segments
+            and key == last_key
+            and len(segments[-1]) < MAX_SEGMENT
+        ):
+            segments[-1].append(item)
+        else:
+            segments.append([item])
+        last_key = key
+    return segments
+
+
+def _as_error(exc: Exception) -> ServiceError:
+    if isinstance(exc, ServiceError):
+        return exc
+    # Input validation catches bad values first; what reaches the database
+    # and fails there is a conflict with stored rows.
+    return Conflict(f"The database refused this item: {str(exc).strip()[:300]}")
+
+
+def _apply(
+    project: Project,
+    segment: list[Item],
+    actor: Actor,
+    results: dict[int, ItemResult],
+) -> None:
+    handler = BULK_HANDLERS.get(segment[0].type) or SINGLE_HANDLERS[segment[0].type]
+    try:
+        with journaled():
+            outcomes = handler(project, segment, actor)
+    except (ServiceError, IntegrityError, DataError) as exc:
+        if len(segment) == 1:
+            item = segment[0]
+            results[item.index] = ItemResult(
+                item.index, item.supplied_id, "error", _as_error(exc)
+            )
+            return
+        for item in segment:
+            _apply(project, [item], actor, results)
+        return
+    for item, (pk, created) in zip(segment, outcomes, strict=True):
+        results[item.index] = ItemResult(
+            item.index, str(pk), "created" if created else "duplicate"
+        )
+
+
+def _retryable(exc: DatabaseError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return transaction.get_connection().vendor == "postgresql"
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    return isinstance(exc, OperationalError) and sqlstate in RETRYABLE_SQLSTATES
+
+
+def _count_on_commit(results: list[ItemResult]) -> None:
+    counts = Counter(result.status for result in results)
+
+    def count() -> None:
+        for status, n in counts.items():
+            INGEST_ITEMS.labels(status=status).inc(n)
+
+    transaction.on_commit(count, robust=True)
+
+
+def ingest_items(
+    *,
+    project: Project,
+    items: list[Item],
+    rejected: Sequence[ItemResult] = (),
+    actor: Actor = SYSTEM,
+) -> list[ItemResult]:
+    """Apply validated items in order, in one transaction; one result per item.
+
+    `rejected` are the results of items that failed validation, merged in by
+    index. A retried batch writes nothing twice: items whose ids are stored
+    come back as `duplicate`, or as an `idempotency_conflict` error when
+    their body differs.
+    """
+    # Only a transaction of its own can be rolled back and applied again.
+    retries = 0 if transaction.get_connection().in_atomic_block else MAX_ATTEMPTS - 1
+    while True:
+        results = {result.index: result for result in rejected}
+        try:
+            with journaled():
+                for segment in _segments(items):
+                    _apply(project, segment, actor, results)
+                ordered = [results[index] for index in sorted(results)]
+                _count_on_commit(ordered)
+        except DatabaseError as exc:
+            if retries <= 0 or not _retryable(exc):
+                raise
+            retries -= 1
+            continue
+        return ordered

@@ -1,0 +1,1075 @@
+"""Writes of the operations commands: importing an export, pruning old work.
+
+Import stages every record in a temporary table per model (COPY on
+PostgreSQL, batched INSERTs on SQLite), checks references and conflicts with
+SQL that names the offending line, then writes each model with one
+`INSERT ... SELECT ... ON CONFLICT` statement, all in one transaction.
+Importing the same file again writes nothing.
+
+Prune deletes finished work in bounded batches, one transaction each, under
+`audit_deletion_granted()` so the append-only event table lets the deletes
+through. It never writes to the audit chain except its own journaled record.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import IO, Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.core.management.color import no_style
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.expressions import RawSQL
+
+from audit.models import AuditLog, Event, JournalHead
+from audit.services import (
+    audit_deletion_granted,
+    audit_log_digest,
+    audit_log_record,
+    journaled,
+)
+from conversations.models import (
+    Conversation,
+    ConversationStatus,
+    Message,
+    Participant,
+)
+from ops.selectors import (
+    APPEND,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    HEAD,
+    INSERT,
+    SPECS,
+    SPECS_BY_NAME,
+    UPSERT,
+    ModelSpec,
+    TaskAgents,
+    export_querysets,
+    export_write,
+)
+from swarmsite.models import Project
+from tasks.models import (
+    TERMINAL_STATUSES,
+    AgentHeartbeat,
+    AgentRun,
+    Task,
+    TaskDependency,
+)
+
+STAGE_BATCH = 5000
+
+
+class DataImportError(Exception):
+    """A record of an import file is unusable; nothing was imported."""
+
+    def __init__(self, line: int | None, message: str):
+        self.line = line
+        self.message = message
+        super().__init__(f"line {line}: {message}" if line else message)
+
+
+@dataclass
+class ImportReport:
+    """What an import read and wrote, per model."""
+
+    read: dict[str, int] = field(default_factory=dict)
+    written: dict[str, int] = field(default_factory=dict)
+
+
+# -- value checks: JSON value -> Python value, or ValueError naming the problem
+
+
+def _check_null(model_field: models.Field, check: Callable) -> Callable:
+    nullable = model_field.null
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            if nullable:
+                return None
+            raise ValueError("may not be null")
+        return check(value)
+
+    return convert
+
+
+def _as_int(model_field: models.Field) -> Callable:
+    positive = isinstance(
+        model_field, (models.PositiveIntegerField, models.PositiveSmallIntegerField)
+    )
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be a whole number, not {value!r}")
+        if positive and value < 0:
+            raise ValueError(f"must be zero or more, not {value}")
+        if abs(value) >= 2**63:
+            raise ValueError(f"{value} is out of range")
+        return value
+
+    return check
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, not {value!r}")
+    return float(value)
+
+
+def _as_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {value!r}")
+    return value
+
+
+def _as_decimal(model_field: models.DecimalField) -> Callable:
+    places = model_field.decimal_places
+    limit = Decimal(10) ** (model_field.max_digits - places)
+
+    def check(value: Any) -> Decimal:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError(f"must be a decimal string, not {value!r}")
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not a decimal number") from None
+        if not number.is_finite() or abs(number) >= limit:
+            raise ValueError(f"{value!r} is out of range")
+        if number.as_tuple().exponent < -places:
+            raise ValueError(f"{value!r} has more than {places} decimal places")
+        return number
+
+    return check
+
+
+def _as_datetime(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"must be an ISO 8601 time, not {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone")
+    return parsed
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a UUID string, not {value!r}")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a UUID") from None
+
+
+def _as_text(model_field: models.Field) -> Callable:
+    max_length = model_field.max_length
+    choices = {c[0] for c in model_field.choices} if model_field.choices else None
+    ip = isinstance(model_field, models.GenericIPAddressField)
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string, not {value!r}")
+        if max_length is not None and len(value) > max_length:
+            raise ValueError(f"is longer than {max_length} characters")
+        if choices is not None and value not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(sorted(choices))}")
+        if ip:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address") from None
+        return value
+
+    return check
+
+
+def _as_json(value: Any) -> Any:
+    return value
+
+
+def _checker(model_field: models.Field) -> Callable:
+    if isinstance(model_field, models.ForeignKey):
+        return _check_null(model_field, _as_uuid)
+    if isinstance(model_field, models.JSONField):
+        return _as_json if model_field.null else _check_null(model_field, _as_json)
+    if isinstance(model_field, models.DateTimeField):
+        return _check_null(model_field, _as_datetime)
+    if isinstance(model_field, models.UUIDField):
+        return _check_null(model_field, _as_uuid)
+    if isinstance(model_field, models.DecimalField):
+        return _check_null(model_field, _as_decimal(model_field))
+    if isinstance(model_field, models.BooleanField):
+        return _check_null(model_field, _as_bool)
+    if isinstance(model_field, models.FloatField):
+        return _check_null(model_field, _as_float)
+    if isinstance(model_field, (models.IntegerField, models.AutoField)):
+        return _check_null(model_field, _as_int(model_field))
+    return _check_null(model_field, _as_text(model_field))
+
+
+def _adapter(model_field: models.Field) -> Callable:
+    """Python value -> what the staging insert sends to this database."""
+    sqlite = connection.vendor == "sqlite"
+    if isinstance(model_field, models.JSONField):
+        null = model_field.null
+        return lambda v: None if v is None and null else json.dumps(v)
+    if sqlite and isinstance(model_field, models.DateTimeField):
+        return connection.ops.adapt_datetimefield_value
+    if sqlite and (
+        isinstance(model_field, models.UUIDField)
+        or (
+            isinstance(model_field, models.ForeignKey)
+            and isinstance(model_field.target_field, models.UUIDField)
+        )
+    ):
+        return lambda v: None if v is None else v.hex
+    return lambda v: v
+
+
+# -- import
+
+
+class _Stage:
+    """A temporary table holding one model's records before they are written."""
+
+    def __init__(self, spec: ModelSpec, cursor: Any):
+        self.spec = spec
+        self.cursor = cursor
+        self.fields = spec.model_fields()
+        self.columns = [f.column for f in self.fields]
+        self.table = spec.model._meta.db_table
+        self.name = f"ops_stage_{self.table}"
+        self.rows: list[list[Any]] = []
+        self.count = 0
+        cols = ", ".join(self._q(c) for c in self.columns)
+        if connection.vendor == "postgresql":
+            cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{self.name}")
+            cursor.execute(
+                f"CREATE TEMP TABLE {self.name} ON COMMIT DROP AS "
+                f"SELECT CAST(0 AS bigint) AS _line, {cols} FROM {self.table} "
+                "WITH NO DATA"
+            )
+        else:
+            cursor.execute(f"DROP TABLE IF EXISTS temp.{self.name}")
+            cursor.execute(
+                f"CREATE TEMP TABLE {self.name} AS "
+                f"SELECT 0 AS _line, {cols} FROM {self.table} WHERE 0"
+            )
+
+    @staticmethod
+    def _q(name: str) -> str:
+        return connection.ops.quote_name(name)
+
+    def add(self, row: list[Any]) -> None:
+        self.rows.append(row)
+        self.count += 1
+        if len(self.rows) >= STAGE_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        cols = ", ".join(["_line", *(self._q(c) for c in self.columns)])
+        if connection.vendor == "postgresql":
+            raw = self.cursor.cursor
+            with raw.copy(f"COPY {self.name} ({cols}) FROM STDIN") as copy:
+                for row in self.rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join(["%s"] * (len(self.columns) + 1))
+            self.cursor.executemany(
+                f"INSERT INTO {self.name} ({cols}) VALUES ({marks})", self.rows
+            )
+        self.rows.clear()
+
+    def drop(self) -> None:
+        schema = "pg_temp" if connection.vendor == "postgresql" else "temp"
+        self.cursor.execute(f"DROP TABLE IF EXISTS {schema}.{self.name}")
+
+
+class _Importer:
+    def __init__(self, cursor: Any):
+        self.cursor = cursor
+        self.report = ImportReport()
+        self.stages: dict[str, _Stage] = {}
+        self.converters: dict[str, list[tuple[str, Callable, Callable]]] = {}
+        self.file_projects: dict[str, int] = {}
+        self.db_projects = dict(Project.objects.values_list("slug", "id"))
+        self.db_project_slugs = {v: k for k, v in self.db_projects.items()}
+        self.content_types: dict[tuple[str, str], int] = {}
+
+    # reading
+
+    def read(self, lines: Iterable[bytes]) -> None:
+        number = 0
+        for number, raw in enumerate(lines, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataImportError(number, f"not UTF-8 ({exc.reason})") from None
+            if number == 1:
+                self._header(text)
+                continue
+            if not text.strip():
+                continue
+            self._record(number, text)
+        if number == 0:
+            raise DataImportError(None, "the file is empty")
+        for stage in self.stages.values():
+            stage.flush()
+
+    def _header(self, text: str) -> None:
+        try:
+            header = json.loads(text)
+        except ValueError:
+            header = None
+        if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+            raise DataImportError(1, f"not a {FORMAT_NAME} file (no header line)")
+        if header.get("version") != FORMAT_VERSION:
+            raise DataImportError(
+                1, f"format version {header.get('version')!r} is not supported"
+            )
+
+    def _record(self, number: int, text: str) -> None:
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
+            raise DataImportError(number, f"bad JSON ({exc})") from None
+        if not isinstance(record, dict) or set(record) != {"model", "fields"}:
+            raise DataImportError(number, 'a record is {"model": ..., "fields": {...}}')
+        spec = (
+            SPECS_BY_NAME.get(record["model"])
+            if isinstance(record["model"], str)
+            else None
+        )
+        if spec is None:
+            raise DataImportError(number, f"unknown model {record['model']!r}")
+        values = record["fields"]
+        if not isinstance(values, dict):
+            raise DataImportError(number, "fields must be an object")
+        missing = [n for n in spec.fields if n not in values]
+        if missing:
+            raise DataImportError(
+                number, f"{spec.name}: missing field {', '.join(missing)}"
+            )
+        unknown = sorted(set(values) - set(spec.fields))
+        if unknown:
+            raise DataImportError(
+                number, f"{spec.name}: unknown field {', '.join(unknown)}"
+            )
+        python: dict[str, Any] = {}
+        row: list[Any] = [number]
+        for name, check, adapt in self._converters(spec):
+            try:
+                value = check(values[name])
+            except ValueError as exc:
+                raise DataImportError(number, f"{spec.name}: {name} {exc}") from None
+            python[name] = value
+            row.append(adapt(value))
+        if spec.model is Project:
+            self._project(number, python)
+        elif spec.model is AuditLog:
+            self._check_audit_hash(number, python)
+        stage = self.stages.get(spec.name)
+        if stage is None:
+            stage = self.stages[spec.name] = _Stage(spec, self.cursor)
+        stage.add(row)
+        self.report.read[spec.name] = self.report.read.get(spec.name, 0) + 1
+
+    def _converters(self, spec: ModelSpec) -> list[tuple[str, Callable, Callable]]:
+        converters = self.converters.get(spec.name)
+        if converters is None:
+            converters = []
+            for model_field in spec.model_fields():
+                target = model_field.related_model if model_field.is_relation else None
+                if target is Project:
+                    check, adapt = self._project_ref, int
+                elif target is ContentType:
+                    check, adapt = self._content_type_ref, lambda v: v
+                else:
+                    check, adapt = _checker(model_field), _adapter(model_field)
+                converters.append((model_field.name, check, adapt))
+            self.converters[spec.name] = converters
+        return converters
+
+    def _project_ref(self, value: Any) -> int:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a project slug, not {value!r}")
+        project_id = self.file_projects.get(value, self.db_projects.get(value))
+        if project_id is None:
+            raise ValueError(
+                f"{value!r} is neither earlier in the file nor in the database"
+            )
+        return project_id
+
+    def _content_type_ref(self, value: Any) -> int | None:
+        if value is None:
+            return None
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not all(isinstance(v, str) for v in value)
+        ):
+            raise ValueError(f"must be [app_label, model], not {value!r}")
+        key = (value[0], value[1])
+        if key not in self.content_types:
+            try:
+                found = ContentType.objects.get_by_natural_key(*key)
+            except ContentType.DoesNotExist:
+                raise ValueError(f"{value!r} is not a known model") from None
+            self.content_types[key] = found.pk
+        return self.content_types[key]
+
+    def _project(self, number: int, values: dict[str, Any]) -> None:
+        slug, project_id = values["slug"], values["id"]
+        # Audit hashes cover project_id: a project must keep its id.
+        stored_id = self.db_projects.get(slug)
+        if stored_id is not None and stored_id != project_id:
+            raise DataImportError(
+                number,
+                f"project {slug!r} has id {stored_id} here but {project_id} in the "
+                "file; audit hashes cover the project id",
+            )
+        holder = self.db_project_slugs.get(project_id)
+        if holder is not None and holder != slug:
+            raise DataImportError(
+                number,
+                f"project id {project_id} belongs to {holder!r} here, not {slug!r}",
+            )
+        if self.file_projects.get(slug, project_id) != project_id:
+            raise DataImportError(number, f"project {slug!r} appears twice")
+        self.file_projects[slug] = project_id
+
+    def _check_audit_hash(self, number: int, values: dict[str, Any]) -> None:
+        entry = AuditLog(
+            **{k: v for k, v in values.items() if k not in ("project", "content_type")},
+            project_id=values["project"],
+            content_type_id=values["content_type"],
+        )
+        if audit_log_digest(entry) != entry.hash:
+            raise DataImportError(
+                number,
+                f"audit record seq {entry.seq}: the hash does not match its fields "
+                "(edited, or content type ids differ between the databases)",
+            )
+
+    # writing
+
+    def apply(self) -> None:
+        for spec in SPECS:
+            stage = self.stages.get(spec.name)
+            if stage is None:
+                continue
+            if spec.mode == HEAD:
+                continue
+            if spec.model in (Event, AuditLog):
+                # Writers of these projects wait until the import commits, so
+                # none takes a position or seq the file brings.
+                self._touched_heads(lock=True)
+            self._check_references(stage)
+            self._check_unique(stage)
+            self.report.written[spec.name] = self._write(stage)
+            if spec.model is Project and connection.vendor == "postgresql":
+                for sql in connection.ops.sequence_reset_sql(no_style(), [Project]):
+                    self.cursor.execute(sql)
+        self._move_heads()
+        for stage in self.stages.values():
+            stage.drop()
+
+    def _first(self, sql: str, params: Iterable[Any] = ()) -> tuple | None:
+        self.cursor.execute(sql, list(params))
+        return self.cursor.fetchone()
+
+    def _check_references(self, stage: _Stage) -> None:
+        for model_field in stage.fields:
+            target = model_field.related_model if model_field.is_relation else None
+            if target is None or target in (Project, ContentType):
+                continue
+            col = stage._q(model_field.column)
+            target_table = target._meta.db_table
+            target_pk = stage._q(target._meta.pk.column)
+            also_staged = ""
+            if target is stage.spec.model:
+                also_staged = (
+                    f" AND NOT EXISTS (SELECT 1 FROM {stage.name} o "
+                    f"WHERE o.{target_pk} = s.{col})"
+                )
+            found = self._first(
+                f"SELECT s._line, s.{col} FROM {stage.name} s "
+                f"WHERE s.{col} IS NOT NULL AND NOT EXISTS "
+                f"(SELECT 1 FROM {target_table} t WHERE t.{target_pk} = s.{col})"
+                f"{also_staged} ORDER BY s._line LIMIT 1"
+            )
+            if found:
+                raise DataImportError(
+                    found[0],
+                    f"{stage.spec.name}: {model_field.name} "
+                    f"{_show(found[1])} is neither in the file nor in the database",
+                )
+
+    def _key_columns(self, spec: ModelSpec) -> list[str]:
+        return [spec.model._meta.get_field(n).column for n in spec.key]
+
+    def _check_unique(self, stage: _Stage) -> None:
+        spec, q = stage.spec, stage._q
+        key = self._key_columns(spec)
+        if spec.mode == UPSERT:
+            cols = ", ".join(q(c) for c in key)
+            found = self._first(
+                f"SELECT MIN(_line), MAX(_line) FROM {stage.name} GROUP BY {cols} "
+                "HAVING COUNT(*) > 1 ORDER BY 1 LIMIT 1"
+            )
+            if found:
+                raise DataImportError(
+                    found[1], f"{spec.name}: same key as line {found[0]}"
+                )
+        # Another unique constraint taken by a different row of the database.
+        meta = spec.model._meta
+        uniques = [
+            [meta.get_field(n).column for n in c.fields]
+            for c in meta.constraints
+            if isinstance(c, models.UniqueConstraint) and c.fields
+        ] + [[f.column] for f in meta.local_fields if f.unique and not f.primary_key]
+        for unique in uniques:
+            if set(unique) == set(key) or not set(unique) <= set(stage.columns):
+                continue
+            join = " AND ".join(f"t.{q(c)} = s.{q(c)}" for c in unique)
+            differs = " OR ".join(f"t.{q(c)} <> s.{q(c)}" for c in key)
+            found = self._first(
+                f"SELECT s._line FROM {stage.name} s JOIN {stage.table} t ON {join} "
+                f"WHERE {differs} ORDER BY s._line LIMIT 1"
+            )
+            if found:
+                names = ", ".join(f.name for f in stage.fields if f.column in unique)
+                raise DataImportError(
+                    found[0],
+                    f"{spec.name}: another row of the database has the same {names}",
+                )
+
+    def _write_sql(self, stage: _Stage, lines: str = "true") -> str:
+        """The one statement that writes a model's staged rows (`lines`: a
+        condition on `s._line`)."""
+        spec, q = stage.spec, stage._q
+        cols = ", ".join(q(c) for c in stage.columns)
+        key = self._key_columns(spec)
+        select = (
+            f"SELECT {', '.join(f's.{q(c)}' for c in stage.columns)} "
+            f"FROM {stage.name} s WHERE {lines}"
+        )
+        insert = f"INSERT INTO {stage.table} ({cols}) "
+        if spec.mode == UPSERT:
+            others = [c for c in stage.columns if c not in key and c != "id"]
+            sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in others)
+            if connection.vendor == "postgresql":
+                changed = (
+                    f"({', '.join(f'{stage.table}.{q(c)}' for c in others)}) IS "
+                    f"DISTINCT FROM ({', '.join(f'excluded.{q(c)}' for c in others)})"
+                )
+            else:
+                changed = " OR ".join(
+                    f"{stage.table}.{q(c)} IS NOT excluded.{q(c)}" for c in others
+                )
+            return (
+                f"{insert}{select} ORDER BY s._line "
+                f"ON CONFLICT ({', '.join(q(c) for c in key)}) "
+                f"DO UPDATE SET {sets} WHERE {changed}"
+            )
+        if spec.mode == INSERT and spec.model is AgentHeartbeat:
+            match = " AND ".join(f"t.{q(c)} = s.{q(c)}" for c in key)
+            return (
+                f"{insert}{select} AND NOT EXISTS (SELECT 1 FROM {stage.table} t "
+                f"WHERE {match}) ORDER BY s._line"
+            )
+        return f"{insert}{select} ORDER BY s._line ON CONFLICT DO NOTHING"
+
+    def _write(self, stage: _Stage) -> int:
+        try:
+            with transaction.atomic():
+                self.cursor.execute(self._write_sql(stage))
+        except IntegrityError as exc:
+            line = self._failing_line(stage)
+            raise DataImportError(
+                line, f"{stage.spec.name}: the database refused it ({exc})".strip()
+            ) from None
+        written = max(self.cursor.rowcount, 0)
+        if stage.spec.mode == APPEND and written < stage.count:
+            self._check_appended_equal(stage)
+        return written
+
+    def _failing_line(self, stage: _Stage) -> int | None:
+        """Bisect the staged lines for the first one the database refuses."""
+
+        class _Undo(Exception):
+            pass
+
+        def refused(first: int, last: int) -> bool:
+            try:
+                with transaction.atomic():
+                    self.cursor.execute(
+                        self._write_sql(stage, "s._line BETWEEN %s AND %s"),
+                        [first, last],
+                    )
+                    raise _Undo
+            except _Undo:
+                return False
+            except IntegrityError:
+                return True
+
+        low, high = self._first(f"SELECT MIN(_line), MAX(_line) FROM {stage.name}")
+        if low is None or not refused(low, high):
+            return None
+        while low < high:
+            middle = (low + high) // 2
+            if refused(low, middle):
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def _check_appended_equal(self, stage: _Stage) -> None:
+        """Rows skipped as already present must equal the stored ones."""
+        q = stage._q
+        key = self._key_columns(stage.spec)
+        match = " AND ".join(f"t.{q(c)} = s.{q(c)}" for c in key)
+        json_cols = [f.column for f in stage.fields if isinstance(f, models.JSONField)]
+        pg = connection.vendor == "postgresql"
+        plain = [c for c in stage.columns if pg or c not in json_cols]
+        same = " AND ".join(
+            f"t.{q(c)} IS NOT DISTINCT FROM s.{q(c)}" if pg else f"t.{q(c)} IS s.{q(c)}"
+            for c in plain
+        )
+        found = self._first(
+            f"SELECT s._line FROM {stage.name} s WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {stage.table} t WHERE {match} AND {same}) "
+            "ORDER BY s._line LIMIT 1"
+        )
+        if found is None and not pg and json_cols:
+            # SQLite keeps JSON as text in insertion order: compare parsed.
+            pairs = ", ".join(f"s.{q(c)}, t.{q(c)}" for c in json_cols)
+            self.cursor.execute(
+                f"SELECT s._line, {pairs} FROM {stage.name} s "
+                f"JOIN {stage.table} t ON {match} ORDER BY s._line"
+            )
+            while found is None and (chunk := self.cursor.fetchmany(2000)):
+                for row in chunk:
+                    values = row[1:]
+                    if any(
+                        _loads(values[i]) != _loads(values[i + 1])
+                        for i in range(0, len(values), 2)
+                    ):
+                        found = row
+                        break
+        if found is not None:
+            raise DataImportError(
+                found[0],
+                f"{stage.spec.name}: differs from the stored record with the same "
+                f"{', '.join(stage.spec.key)} (this log is append-only)",
+            )
+
+    def _touched_heads(self, *, lock: bool = False) -> dict[int, tuple]:
+        """Staged journal heads by project id, with every project whose
+        events or audit records the file holds; `lock` takes their rows."""
+        heads: dict[int, tuple] = {}
+        stage = self.stages.get("audit.journalhead")
+        if stage is not None:
+            self.cursor.execute(
+                f"SELECT project_id, last_position, audit_anchor_seq, "
+                f"audit_anchor_hash FROM {stage.name}"
+            )
+            heads = {row[0]: row[1:] for row in self.cursor.fetchall()}
+        for name in ("audit.event", "audit.auditlog"):
+            if name in self.stages:
+                self.cursor.execute(
+                    f"SELECT DISTINCT project_id FROM {self.stages[name].name}"
+                )
+                for (project_id,) in self.cursor.fetchall():
+                    heads.setdefault(project_id, (0, 0, ""))
+        if lock:
+            for project_id in sorted(heads):
+                JournalHead.objects.select_for_update().get_or_create(
+                    project_id=project_id
+                )
+        return heads
+
+    def _move_heads(self) -> None:
+        """Set the journal heads so later writes continue every sequence."""
+        heads = self._touched_heads()
+        stage = self.stages.get("audit.journalhead")
+        written = 0
+        for project_id in sorted(heads):
+            head, _ = JournalHead.objects.select_for_update().get_or_create(
+                project_id=project_id
+            )
+            before = (
+                head.last_position,
+                head.audit_seq,
+                head.audit_hash,
+                head.audit_anchor_seq,
+                head.audit_anchor_hash,
+            )
+            file_position, anchor_seq, anchor_hash = heads[project_id]
+            last_event = (
+                Event.objects.filter(project_id=project_id)
+                .order_by("-position")
+                .values_list("position", flat=True)
+                .first()
+            )
+            head.last_position = max(head.last_position, file_position, last_event or 0)
+            first_audit = (
+                AuditLog.objects.filter(project_id=project_id)
+                .order_by("seq")
+                .values_list("seq", flat=True)
+                .first()
+            )
+            if anchor_seq > head.audit_anchor_seq and (
+                first_audit is None or first_audit > anchor_seq
+            ):
+                head.audit_anchor_seq, head.audit_anchor_hash = anchor_seq, anchor_hash
+            last_audit = (
+                AuditLog.objects.filter(project_id=project_id)
+                .order_by("-seq")
+                .values_list("seq", "hash")
+                .first()
+            )
+            if last_audit is not None and last_audit[0] > head.audit_seq:
+                head.audit_seq, head.audit_hash = last_audit
+            elif last_audit is None and head.audit_anchor_seq > head.audit_seq:
+                head.audit_seq = head.audit_anchor_seq
+                head.audit_hash = head.audit_anchor_hash
+            after = (
+                head.last_position,
+                head.audit_seq,
+                head.audit_hash,
+                head.audit_anchor_seq,
+                head.audit_anchor_hash,
+            )
+            if after != before:
+                head.save()
+                written += 1
+        if stage is not None:
+            self.report.written["audit.journalhead"] = written
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 32 and connection.vendor == "sqlite":
+        try:
+            return repr(str(uuid.UUID(value)))
+        except ValueError:
+            pass
+    return repr(str(value))
+
+
+def data_import(*, lines: Iterable[bytes]) -> ImportReport:
+    """Import an export file (its raw lines) in one transaction.
+
+    Raises DataImportError naming the line of the first bad record; then
+    nothing is written.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        importer = _Importer(cursor)
+        importer.read(lines)
+        importer.apply()
+    return importer.report
+
+
+# -- prune
+
+PRUNE_MODELS = (
+    "tasks.task",
+    "tasks.task_agents",
+    "tasks.taskdependency",
+    "tasks.agentrun",
+    "conversations.conversation",
+    "conversations.participant",
+    "conversations.message",
+    "audit.event",
+    "tasks.agentheartbeat",
+)
+
+
+@dataclass
+class PruneReport:
+    """What prune deleted (or would delete) in one project, and why it stopped."""
+
+    project: str
+    cutoff: datetime
+    reason: str
+    counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(PRUNE_MODELS, 0)
+    )
+    batches: int = 0
+    stopped: str = ""
+
+    def add(self, name: str, count: int) -> None:
+        self.counts[name] = self.counts.get(name, 0) + count
+
+
+def _terminal_and_old(cutoff: datetime) -> Q:
+    return Q(status__in=list(TERMINAL_STATUSES)) & (
+        Q(completed_at__lt=cutoff) | Q(completed_at__isnull=True, updated_at__lt=cutoff)
+    )
+
+
+def _kept_task_ids(project: Project, cutoff: datetime) -> RawSQL:
+    """Finished old tasks that must stay: ancestors of tasks that stay, and
+    tasks an unfinished task depends on."""
+    table, deps = Task._meta.db_table, TaskDependency._meta.db_table
+    terminal = ", ".join(["%s"] * len(TERMINAL_STATUSES))
+    statuses = sorted(TERMINAL_STATUSES)
+    when = connection.ops.adapt_datetimefield_value(cutoff)
+    sql = (
+        "WITH RECURSIVE kept(id) AS ("
+        f"SELECT d.depends_on_id FROM {deps} d JOIN {table} t ON t.id = d.task_id "
+        f"WHERE t.project_id = %s AND t.status NOT IN ({terminal}) "
+        "UNION "
+        f"SELECT parent_id FROM {table} WHERE project_id = %s "
+        "AND parent_id IS NOT NULL AND NOT ("
+        f"status IN ({terminal}) AND COALESCE(completed_at, updated_at) < %s) "
+        "UNION "
+        f"SELECT t.parent_id FROM {table} t JOIN kept k ON t.id = k.id "
+        "WHERE t.parent_id IS NOT NULL"
+        ") SELECT id FROM kept"
+    )
+    params = [project.pk, *statuses, project.pk, *statuses, when]
+    return RawSQL(sql, params)
+
+
+@dataclass
+class _Selection:
+    """The querysets of what prune removes from one project."""
+
+    tasks: QuerySet
+    conversations: QuerySet
+    loose_events: QuerySet
+    heartbeats: QuerySet
+
+    def task_events(self, project: Project) -> QuerySet:
+        return Event.objects.filter(project=project).filter(
+            Q(task_id__in=self.tasks.values("id"))
+            | Q(conversation_id__in=self.conversations.values("id"))
+        )
+
+    def querysets(self, project: Project) -> dict[str, QuerySet]:
+        task_ids = self.tasks.values("id")
+        conversation_ids = self.conversations.values("id")
+        return {
+            "tasks.task": self.tasks,
+            "tasks.task_agents": TaskAgents.objects.filter(task_id__in=task_ids),
+            "tasks.taskdependency": TaskDependency.objects.filter(
+                Q(task_id__in=task_ids) | Q(depends_on_id__in=task_ids)
+            ),
+            "tasks.agentrun": AgentRun.objects.filter(task_id__in=task_ids),
+            "conversations.conversation": self.conversations,
+            "conversations.participant": Participant.objects.filter(
+                conversation_id__in=conversation_ids
+            ),
+            "conversations.message": Message.objects.filter(
+                conversation_id__in=conversation_ids
+            ),
+            "audit.event": Event.objects.filter(
+                Q(pk__in=self.task_events(project).values("pk"))
+                | Q(pk__in=self.loose_events.values("pk"))
+            ),
+            "tasks.agentheartbeat": self.heartbeats,
+        }
+
+
+def _selection(project: Project, cutoff: datetime) -> _Selection:
+    tasks = (
+        Task.objects.filter(project=project)
+        .filter(_terminal_and_old(cutoff))
+        .exclude(id__in=_kept_task_ids(project, cutoff))
+    )
+    conversations = Conversation.objects.filter(project=project).filter(
+        Q(task_id__in=tasks.values("id"))
+        | Q(
+            task__isnull=True,
+            status__in=[ConversationStatus.CLOSED, ConversationStatus.ARCHIVED],
+        )
+        & (
+            Q(last_message_at__lt=cutoff)
+            | Q(last_message_at__isnull=True, updated_at__lt=cutoff)
+        )
+    )
+    # Events that concern nothing still stored: agent events, custom events,
+    # and events of tasks or conversations deleted some other way.
+    loose_events = Event.objects.filter(project=project, occurred_at__lt=cutoff).filter(
+        (Q(task_id__isnull=True) | ~Exists(Task.objects.filter(pk=OuterRef("task_id"))))
+        & (
+            Q(conversation_id__isnull=True)
+            | ~Exists(Conversation.objects.filter(pk=OuterRef("conversation_id")))
+        )
+    )
+    heartbeats = AgentHeartbeat.objects.filter(project=project, created_at__lt=cutoff)
+    return _Selection(tasks, conversations, loose_events, heartbeats)
+
+
+def prune_count(*, project: Project, cutoff: datetime) -> dict[str, int]:
+    """How many rows of each model `prune_run` would delete now."""
+    selection = _selection(project, cutoff)
+    return {name: rows.count() for name, rows in selection.querysets(project).items()}
+
+
+def prune_archive(
+    *, project: Project, cutoff: datetime, stream: IO[str], header: bool = True
+) -> dict[str, int]:
+    """Write what `prune_run` would delete as an export file.
+
+    The project, its agents, workflows and journal head go along, so the
+    archive imports back on its own.
+    """
+    selection = _selection(project, cutoff).querysets(project)
+    reference = export_querysets(project=project)
+    querysets = {
+        spec.name: selection.get(spec.name, reference[spec.name])
+        for spec in SPECS
+        if spec.name in selection
+        or spec.name
+        in ("swarmsite.project", "tasks.agent", "tasks.workflow", "audit.journalhead")
+    }
+    return export_write(stream, querysets, header=header)
+
+
+def _delete(rows: QuerySet) -> dict[str, int]:
+    _, per_model = rows.delete()
+    return {label.lower(): n for label, n in per_model.items()}
+
+
+def _delete_conversations(ids: list, report: PruneReport) -> None:
+    while True:
+        message_ids = list(
+            Message.objects.filter(conversation_id__in=ids).values_list(
+                "id", flat=True
+            )[:STAGE_BATCH]
+        )
+        if not message_ids:
+            break
+        Message.objects.filter(reply_to_id__in=message_ids).exclude(
+            conversation_id__in=ids
+        ).update(reply_to=None)
+        for name, n in _delete(
+            Message.objects.filter(id__in=message_ids).only("id")
+        ).items():
+            report.add(name, n)
+    for name, n in _delete(Conversation.objects.filter(id__in=ids)).items():
+        report.add(name, n)
+
+
+def prune_run(
+    *,
+    project: Project,
+    cutoff: datetime,
+    reason: str,
+    batch_size: int = 500,
+    max_batches: int | None = None,
+) -> PruneReport:
+    """Delete finished work of `project` older than `cutoff`, batch by batch.
+
+    Each batch is its own transaction, so a stop keeps what was done. The
+    report says how many rows went and why the run stopped.
+    """
+    report = PruneReport(project=project.slug, cutoff=cutoff, reason=reason)
+    selection = _selection(project, cutoff)
+    grant = f"prune {project.slug} before {cutoff.isoformat()}"
+    # Leaves first: a parent goes once its subtasks are gone, so a delete
+    # never cascades into an unbounded subtree.
+    leaves = selection.tasks.filter(
+        ~Exists(Task.objects.filter(parent_id=OuterRef("pk")))
+    )
+
+    def budget_left() -> bool:
+        return max_batches is None or report.batches < max_batches
+
+    while budget_left():
+        with audit_deletion_granted(reason=grant):
+            task_ids = list(
+                leaves.order_by("completed_at", "id").values_list("id", flat=True)[
+                    :batch_size
+                ]
+            )
+            if not task_ids:
+                break
+            conversation_ids = list(
+                Conversation.objects.filter(task_id__in=task_ids).values_list(
+                    "id", flat=True
+                )
+            )
+            report.add(
+                "audit.event",
+                Event.objects.filter(project=project)
+                .filter(
+                    Q(task_id__in=task_ids) | Q(conversation_id__in=conversation_ids)
+                )
+                .delete()[0],
+            )
+            _delete_conversations(conversation_ids, report)
+            for name, n in _delete(Task.objects.filter(id__in=task_ids)).items():
+                report.add(name, n)
+        report.batches += 1
+    while budget_left():
+        with audit_deletion_granted(reason=grant):
+            conversation_ids = list(
+                selection.conversations.order_by("id").values_list("id", flat=True)[
+                    :batch_size
+                ]
+            )
+            if not conversation_ids:
+                break
+            report.add(
+                "audit.event",
+                Event.objects.filter(
+                    project=project, conversation_id__in=conversation_ids
+                ).delete()[0],
+            )
+            _delete_conversations(conversation_ids, report)
+        report.batches += 1
+    for name, rows, order in (
+        ("audit.event", selection.loose_events, "position"),
+        ("tasks.agentheartbeat", selection.heartbeats, "id"),
+    ):
+        # Walk forward from the last batch instead of rescanning deleted rows.
+        last = 0
+        while budget_left():
+            with audit_deletion_granted(reason=grant):
+                found = list(
+                    rows.filter(**{f"{order}__gt": last})
+                    .order_by(order)
+                    .values_list("pk", order)[:batch_size]
+                )
+                if not found:
+                    break
+                last = found[-1][1]
+                ids = [pk for pk, _ in found]
+                report.add(name, rows.model.objects.filter(pk__in=ids).delete()[0])
+            report.batches += 1
+    report.counts = {name: report.counts.get(name, 0) for name in PRUNE_MODELS}
+    if budget_left() or not any(prune_count(project=project, cutoff=cutoff).values()):
+        report.stopped = "nothing older than the cut-off is left"
+    else:
+        report.stopped = f"reached --max-batches {max_batches}; run again to go on"
+    if any(report.counts.values()):
+        with journaled():
+            audit_log_record(
+                project_id=project.pk,
+                action="retention.pruned",
+                target=project.slug,
+                details={
+                    "cutoff": cutoff.isoformat(),
+                    "reason": reason,
+                    "deleted": {k: v for k, v in report.counts.items() if v},
+                },
+            )
+    return report

@@ -1,0 +1,244 @@
+"""Streams against real daphne processes and a real WebSocket client.
+
+Every test ends by comparing what a client received with what the database
+holds for its filter: same positions, same order, nothing twice.
+"""
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.e2e.stack import (
+    Daphne,
+    Http,
+    Redis,
+    base_env,
+    fresh_database,
+    manage,
+    prepare,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def stack(tmp_path, count=1, **env_extra) -> Iterator[tuple[list[Daphne], str, dict]]:
+    with fresh_database(tmp_path) as database_url:
+        env = base_env(tmp_path, database_url, **env_extra)
+        key = prepare(env)
+        servers = []
+        try:
+            for i in range(count):
+                servers.append(Daphne(env, tmp_path / f"daphne-{i}.log"))
+            yield servers, key, env
+        finally:
+            for server in servers:
+                server.stop()
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _writers(
+    port, key, *, threads, each, pause=0.0, **fields
+) -> list[threading.Thread]:
+    def run():
+        api = Http(port, key)
+        for _ in range(each):
+            api.append(**fields)
+            if pause:
+                time.sleep(random.uniform(0, pause))
+
+    started = [threading.Thread(target=run) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    return started
+
+
+async def _join(threads) -> None:
+    await asyncio.to_thread(lambda: [t.join() for t in threads])
+
+
+async def _read_until(ws, received: list[int], target: int, timeout=20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not received or received[-1] < target:
+        left = deadline - asyncio.get_running_loop().time()
+        assert left > 0, f"stuck at {received[-1:]} of {target}"
+        frame = json.loads(await asyncio.wait_for(ws.recv(), left))
+        if frame["type"] == "event":
+            received.append(frame["position"])
+
+
+async def test_client_resuming_after_50_random_disconnects_ends_with_the_log(
+    tmp_path,
+):
+    with stack(tmp_path) as ([server], key, _):
+        writers = _writers(server.port, key, threads=2, each=150, pause=0.01)
+        received: list[int] = []
+        for _ in range(50):
+            last = received[-1] if received else 0
+            url = f"{server.ws_url}?after={last}"
+            async with connect(url, additional_headers=_auth(key)) as ws:
+                for _ in range(random.randint(0, 12)):
+                    try:
+                        frame = json.loads(await asyncio.wait_for(ws.recv(), 1))
+                    except TimeoutError:
+                        break
+                    if frame["type"] == "event":
+                        received.append(frame["position"])
+                if random.random() < 0.5:
+                    # Drop the TCP connection without a closing handshake.
+                    ws.transport.abort()
+            await asyncio.sleep(random.uniform(0, 0.05))
+        await _join(writers)
+        expected = Http(server.port, key).positions()
+        last = received[-1] if received else 0
+        async with connect(
+            f"{server.ws_url}?after={last}", additional_headers=_auth(key)
+        ) as ws:
+            await _read_until(ws, received, expected[-1])
+    assert len(expected) == 300
+    assert received == expected
+
+
+async def test_subscribing_while_8_writers_append_to_a_task_leaves_no_gap(tmp_path):
+    task = str(uuid.uuid4())
+    with stack(tmp_path) as ([server], key, _):
+        writers = _writers(server.port, key, threads=8, each=40, task=task)
+
+        async def subscriber(delay: float) -> list[int]:
+            await asyncio.sleep(delay)
+            received: list[int] = []
+            url = f"{server.ws_url}?after=0&task={task}"
+            async with connect(url, additional_headers=_auth(key)) as ws:
+                while len(received) < 320:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                    if frame["type"] == "event":
+                        received.append(frame["position"])
+            return received
+
+        results = await asyncio.gather(
+            *(subscriber(random.uniform(0, 1.5)) for _ in range(6))
+        )
+        await _join(writers)
+        expected = Http(server.port, key).positions(f"&task={task}")
+    assert len(expected) == 320
+    for received in results:
+        assert received == expected
+
+
+async def test_every_subscriber_ends_complete_when_the_layer_drops_a_fifth(
+    tmp_path,
+):
+    with stack(
+        tmp_path,
+        CHANNEL_LAYER_BACKEND="tests.e2e.lossy_layer.LossyInMemoryChannelLayer",
+        CHANNEL_LAYER_DROP_RATE="0.2",
+        STREAM_POLL_SECONDS="0.5",
+    ) as ([server], key, _):
+        sockets = [
+            await connect(f"{server.ws_url}?after=0", additional_headers=_auth(key))
+            for _ in range(5)
+        ]
+        writers = _writers(server.port, key, threads=4, each=50, pause=0.02)
+        await _join(writers)
+        expected = Http(server.port, key).positions()
+        results = [[] for _ in sockets]
+        await asyncio.gather(
+            *(
+                _read_until(ws, got, expected[-1])
+                for ws, got in zip(sockets, results, strict=True)
+            )
+        )
+        for ws in sockets:
+            await ws.close()
+    assert len(expected) == 200
+    for received in results:
+        assert received == expected
+
+
+def _rollback_then_commit() -> str:
+    return """
+from audit.services import audit_custom_event_create, journaled
+from swarmsite.models import Project
+project = Project.objects.get(slug="default")
+try:
+    with journaled():
+        audit_custom_event_create(project_id=project.pk, kind="rolled.back")
+        raise RuntimeError("abort")
+except RuntimeError:
+    pass
+audit_custom_event_create(project_id=project.pk, kind="committed")
+"""
+
+
+async def test_two_processes_share_streams_through_redis_and_survive_its_outage(
+    tmp_path,
+):
+    redis = Redis(tmp_path)
+    try:
+        with stack(
+            tmp_path,
+            count=2,
+            REDIS_URL=redis.url,
+            STREAM_POLL_SECONDS="5",
+            STREAM_HEARTBEAT_SECONDS="5",
+        ) as ([a, b], key, env):
+            api_a, api_b = Http(a.port, key), Http(b.port, key)
+            url = f"{b.ws_url}?after=0"
+            async with connect(url, additional_headers=_auth(key)) as ws:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert frame["type"] == "ready"
+                received: list[int] = []
+
+                # Written through A, delivered by B well before its 5 s poll,
+                # and already readable over HTTP when the client gets it.
+                for _ in range(5):
+                    sent = await asyncio.to_thread(api_a.append)
+                    started = time.monotonic()
+                    await _read_until(ws, received, sent["position"], timeout=4)
+                    assert time.monotonic() - started < 1.0
+                    status, page = await asyncio.to_thread(
+                        api_b.request,
+                        "GET",
+                        f"/api/v1/events/?after={sent['position'] - 1}",
+                    )
+                    assert status == 200
+                    assert page["results"][0]["id"] == sent["id"]
+
+                redis.stop()
+                stopped = time.monotonic()
+                while time.monotonic() - stopped < 10:
+                    await asyncio.to_thread(api_a.append)
+                    await asyncio.sleep(0.2)
+                redis.start()
+                for _ in range(5):
+                    await asyncio.to_thread(api_a.append)
+                expected = await asyncio.to_thread(api_b.positions)
+                await _read_until(ws, received, expected[-1], timeout=20)
+                assert received == expected
+
+                # A rolled-back write never reaches the stream.
+                await asyncio.to_thread(
+                    manage, env, "shell", "-c", _rollback_then_commit()
+                )
+                kinds = []
+                while "committed" not in kinds:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if frame["type"] == "event":
+                        kinds.append(frame["kind"])
+                assert kinds == ["committed"]
+    except ConnectionClosed as exc:
+        raise AssertionError(f"the stream closed: {exc}") from exc
+    finally:
+        redis.stop()

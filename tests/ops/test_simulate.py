@@ -1,0 +1,184 @@
+"""`manage.py simulate` against a real daphne serving the test database."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from audit.models import AuditLog, Event
+from conversations.models import Message
+from reports.selectors import project_stats, stats_window
+from tasks.models import AgentRun, Task, TaskDependency
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+BASE_DIR = Path(settings.BASE_DIR)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    host = db["HOST"] or "localhost"
+    return f"postgres://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def server(project, tmp_path) -> Iterator[str]:
+    """A daphne process on a free port, on this test's database."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "DJANGO_DEBUG": "true",
+        "AUDIT_REQUEST_FLUSH_SECONDS": "0.1",
+        "API_THROTTLE_RATE": "100000/minute",
+    }
+    log = (tmp_path / "daphne.log").open("w")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "daphne"),
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "swarmsite.asgi:application",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert process.poll() is None, (tmp_path / "daphne.log").read_text()
+            assert time.monotonic() < deadline, "daphne did not get ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _simulate(*args: str) -> str:
+    out = StringIO()
+    call_command("simulate", *args, stdout=out)
+    return out.getvalue()
+
+
+def _wait_for_request_audits(project, *, at_least: int) -> None:
+    # The server writes request records in the background (every 0.1 s here).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if (
+            AuditLog.objects.filter(project=project, action="api.request").count()
+            >= at_least
+        ):
+            return
+        time.sleep(0.1)
+
+
+def test_simulation_runs_tasks_through_the_lifecycle_in_dependency_order(
+    server, project
+):
+    out = _simulate(
+        *("--url", server, "--project", "default", "--agents", "3"),
+        *("--duration", "8", "--rate", "400", "--fail-rate", "0.4", "--seed", "7"),
+    )
+    assert "Stopped: 8 seconds passed" in out
+
+    tasks = Task.objects.filter(project=project)
+    assert tasks.filter(parent__isnull=True).count() >= 2
+    assert tasks.filter(parent__isnull=False).count() >= 4
+    reached = set(
+        Event.objects.filter(project=project, kind="task.status_changed").values_list(
+            "payload__to", flat=True
+        )
+    )
+    assert {"queued", "running", "completed", "failed"} <= reached
+    assert tasks.filter(status="completed").exists()
+
+    # A subtask starts only once everything it depends on has completed.
+    edges = TaskDependency.objects.filter(task__started_at__isnull=False)
+    assert edges.exists()
+    for edge in edges.select_related("task", "depends_on"):
+        assert edge.depends_on.status == "completed"
+        assert edge.depends_on.completed_at <= edge.task.started_at
+
+    messages = Message.objects.filter(project=project)
+    assert messages.filter(role="tool").exists()
+    assert messages.exclude(model="").filter(prompt_tokens__gt=0).exists()
+    runs = AgentRun.objects.filter(project=project)
+    assert runs.filter(status="completed").exists()
+    assert runs.filter(status="failed").exists()
+    assert AuditLog.objects.filter(project=project, action="tool.invoke").exists()
+
+    # No request of the simulation was refused or failed on the server.
+    calls = int(re.search(r"and (\d+) API calls \(0 retried\)", out).group(1))
+    _wait_for_request_audits(project, at_least=calls)
+    api = project_stats(project=project, window=stats_window())["api"]
+    assert (api["requests"], api["errors"]) == (calls, 0)
+
+
+def test_simulation_stops_once_the_requested_goals_are_finished(server, project):
+    out = _simulate(
+        *("--url", server, "--agents", "2", "--tasks", "1", "--rate", "400"),
+        *("--duration", "60", "--fail-rate", "0", "--seed", "3"),
+    )
+    assert "Stopped: 1 goals finished" in out
+    (goal,) = Task.objects.filter(project=project, parent__isnull=True)
+    assert goal.status == "completed"
+    assert goal.subtasks.exclude(status="completed").count() == 0
+    assert goal.subtasks.count() >= 2
+
+
+def test_simulation_refuses_a_key_the_server_rejects(server):
+    with pytest.raises(CommandError, match="refused the API key"):
+        _simulate("--url", server, "--api-key", "ss_00000000_nope", "--duration", "1")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--agents", "0"), "--agents must be from 1 to 100"),
+        (("--rate", "0"), "--rate must be above 0"),
+        (("--fail-rate", "2"), "--fail-rate must be from 0 to 1"),
+        (("--url", "ftp://example.com"), "--url must be an http"),
+        (("--project", "nope"), "No project 'nope'"),
+    ],
+)
+def test_simulation_refuses_bad_options_before_any_request(args, message):
+    with pytest.raises(CommandError, match=message):
+        _simulate("--url", "http://127.0.0.1:9", *args)
