@@ -306,6 +306,7 @@ class _Importer:
         self.db_projects = dict(Project.objects.values_list("slug", "id"))
         self.db_project_slugs = {v: k for k, v in self.db_projects.items()}
         self.content_types: dict[tuple[str, str], int] = {}
+        self.journal_projects: set[int] = set()
 
     # reading
 
@@ -379,6 +380,8 @@ class _Importer:
             self._project(number, python)
         elif spec.model is AuditLog:
             self._check_audit_hash(number, python)
+        if spec.model in (Event, AuditLog):
+            self.journal_projects.add(python["project"])
         stage = self.stages.get(spec.name)
         if stage is None:
             stage = self.stages[spec.name] = _Stage(spec, self.cursor)
@@ -532,7 +535,10 @@ class _Importer:
                 raise DataImportError(
                     found[1], f"{spec.name}: same key as line {found[0]}"
                 )
-        # Another unique constraint taken by a different row of the database.
+        # Another unique constraint taken by a different row of the database;
+        # an empty table (a fresh import) has none to take.
+        if self._first(f"SELECT 1 FROM {stage.table} LIMIT 1") is None:
+            return
         meta = spec.model._meta
         uniques = [
             [meta.get_field(n).column for n in c.fields]
@@ -579,17 +585,16 @@ class _Importer:
                     f"{stage.table}.{q(c)} IS NOT excluded.{q(c)}" for c in others
                 )
             return (
-                f"{insert}{select} ORDER BY s._line "
-                f"ON CONFLICT ({', '.join(q(c) for c in key)}) "
+                f"{insert}{select} ON CONFLICT ({', '.join(q(c) for c in key)}) "
                 f"DO UPDATE SET {sets} WHERE {changed}"
             )
         if spec.mode == INSERT and spec.model is AgentHeartbeat:
             match = " AND ".join(f"t.{q(c)} = s.{q(c)}" for c in key)
             return (
                 f"{insert}{select} AND NOT EXISTS (SELECT 1 FROM {stage.table} t "
-                f"WHERE {match}) ORDER BY s._line"
+                f"WHERE {match})"
             )
-        return f"{insert}{select} ORDER BY s._line ON CONFLICT DO NOTHING"
+        return f"{insert}{select} ON CONFLICT DO NOTHING"
 
     def _write(self, stage: _Stage) -> int:
         try:
@@ -686,13 +691,8 @@ class _Importer:
                 f"audit_anchor_hash FROM {stage.name}"
             )
             heads = {row[0]: row[1:] for row in self.cursor.fetchall()}
-        for name in ("audit.event", "audit.auditlog"):
-            if name in self.stages:
-                self.cursor.execute(
-                    f"SELECT DISTINCT project_id FROM {self.stages[name].name}"
-                )
-                for (project_id,) in self.cursor.fetchall():
-                    heads.setdefault(project_id, (0, 0, ""))
+        for project_id in self.journal_projects:
+            heads.setdefault(project_id, (0, 0, ""))
         if lock:
             for project_id in sorted(heads):
                 JournalHead.objects.select_for_update().get_or_create(
