@@ -11,6 +11,11 @@ from swarmsite.api import JSONValueField, StrictInputSerializer
 MAX_FILTER_VALUES = 100
 
 
+def actor_of(row: Event | AuditLog) -> dict[str, str]:
+    """The `actor` object of an event or audit record."""
+    return {"type": row.actor_type, "id": row.actor_id, "label": row.actor_label}
+
+
 class ActorSerializer(serializers.Serializer):
     """Who did it: a snapshot, since agents and keys may be deleted later."""
 
@@ -45,11 +50,7 @@ class EventSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ActorSerializer)
     def get_actor(self, event: Event) -> dict[str, str]:
-        return {
-            "type": event.actor_type,
-            "id": event.actor_id,
-            "label": event.actor_label,
-        }
+        return actor_of(event)
 
 
 class EventFilterSerializer(serializers.Serializer):
@@ -134,11 +135,7 @@ class AuditLogSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ActorSerializer)
     def get_actor(self, entry: AuditLog) -> dict[str, str]:
-        return {
-            "type": entry.actor_type,
-            "id": entry.actor_id,
-            "label": entry.actor_label,
-        }
+        return actor_of(entry)
 
 
 class AuditLogCreateInputSerializer(StrictInputSerializer):
