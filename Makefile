@@ -49,6 +49,7 @@ demo: demo-data
 	echo ""; \
 	echo "  Swarmsite is starting on http://$(HOST):$(PORT)/ with a simulated swarm."; \
 	echo "  Admin: http://$(HOST):$(PORT)/admin/ (user: admin)"; \
+	echo "  Live events: http://$(HOST):$(PORT)/admin/live-events/"; \
 	echo ""; \
 	$(BIN)/python manage.py simulate --url http://$(HOST):$(PORT) --wait 30 \
 	  $(DEMO_ARGS)

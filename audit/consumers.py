@@ -4,36 +4,45 @@ The channel layer only rings a doorbell ("project P has events up to N"):
 every delivery is read from the event log after the last position sent, by
 one task per connection, so a dropped, late or repeated ring loses nothing
 and never sends an event twice, and a periodic re-read heals lost rings.
+
+Reads run on a few threads of their own: the default of
+`database_sync_to_async` shares one thread with every sync HTTP view of the
+process, so stream reads would queue behind the very writes they follow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer, get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import close_old_connections
 from django.http import QueryDict
 from rest_framework.exceptions import ValidationError as DRFValidationError
+from rest_framework.fields import DateTimeField
 
+from audit.models import Event
 from audit.selectors import (
     event_foreign_object_ids,
     event_latest_position,
     event_stream_page,
 )
-from audit.serializers import EventFilterSerializer, EventSerializer
+from audit.serializers import EventFilterSerializer
 from swarmsite.api import ApiPrincipal
 from swarmsite.errors import NotFound
 from swarmsite.metrics import WEBSOCKET_CONNECTIONS
@@ -50,8 +59,31 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_LAGGING = 4429
 
 PAGE_SIZE = 500
+READ_THREADS = 4
 _DRAIN_CHECK_SECONDS = 0.05
 _LAYER_RETRY_SECONDS = 1.0
+
+_read_threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="stream-read")
+
+
+def _on_read_thread(func: Callable) -> Callable:
+    """`func` off the thread of sync views, its connection closed after each call.
+
+    As `database_sync_to_async`, with `close_old_connections` called here
+    rather than through `channels.db`, which `channels.testing` turns into a
+    no-op: with `CONN_MAX_AGE = 0` it closes the thread's connection (hands it
+    back to the pool on PostgreSQL), so an idle read thread never holds one.
+    """
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(run, thread_sensitive=False, executor=_read_threads)
 
 
 @dataclass(frozen=True)
@@ -90,12 +122,59 @@ def _uuids(values: Any) -> set[uuid.UUID]:
     return found
 
 
+_DATETIME = DateTimeField()
+
+
+def _event_json(event: Event) -> str:
+    """An event as a JSON object, the fields of `EventSerializer`, encoded once.
+
+    Built by hand: a serializer per event costs more than the rest of a read.
+    """
+    return json.dumps(
+        {
+            "id": str(event.uuid),
+            "position": event.position,
+            "kind": event.kind,
+            "task": None if event.task_id is None else str(event.task_id),
+            "conversation": (
+                None if event.conversation_id is None else str(event.conversation_id)
+            ),
+            "actor": {
+                "type": event.actor_type,
+                "id": event.actor_id,
+                "label": event.actor_label,
+            },
+            "correlation_id": event.correlation_id,
+            "payload": event.payload,
+            "occurred_at": _DATETIME.to_representation(event.occurred_at),
+            "recorded_at": _DATETIME.to_representation(event.recorded_at),
+        },
+        cls=DjangoJSONEncoder,
+        separators=(",", ":"),
+    )
+
+
 @dataclass
 class Page:
-    """Events ready to send (position, JSON frame) and the position reached."""
+    """Events ready to send, each encoded once, and the position reached.
 
-    frames: list[tuple[int, str]]
+    Shared by every connection of the process at the same cursor, so each
+    frame is built once per read, not once per connection.
+    """
+
+    positions: list[int]
+    bodies: list[str]
     reached: int
+
+    @functools.cached_property
+    def frames(self) -> list[str]:
+        """One `{"type": "event", ...}` frame per event."""
+        return ['{"type":"event",' + body[1:] for body in self.bodies]
+
+    @functools.cached_property
+    def batch(self) -> str:
+        """One `{"type": "events", "events": [...]}` frame for the whole page."""
+        return '{"type":"events","events":[' + ",".join(self.bodies) + "]}"
 
 
 def _read_page(project_id: int, after: int, stream: StreamFilter) -> Page:
@@ -107,16 +186,11 @@ def _read_page(project_id: int, after: int, stream: StreamFilter) -> Page:
         kinds=stream.kinds,
         limit=PAGE_SIZE,
     )
-    frames = [
-        (
-            row["position"],
-            json.dumps(
-                {"type": "event", **row}, cls=DjangoJSONEncoder, separators=(",", ":")
-            ),
-        )
-        for row in EventSerializer(events, many=True).data
-    ]
-    return Page(frames=frames, reached=reached)
+    return Page(
+        positions=[event.position for event in events],
+        bodies=[_event_json(event) for event in events],
+        reached=reached,
+    )
 
 
 @dataclass
@@ -130,7 +204,7 @@ class _Flights:
         flight = self.pending.get(key)
         if flight is None:
             flight = asyncio.ensure_future(
-                database_sync_to_async(_read_page)(project_id, after, stream)
+                _on_read_thread(_read_page)(project_id, after, stream)
             )
             self.pending[key] = flight
             flight.add_done_callback(lambda _: self.pending.pop(key, None))
@@ -160,9 +234,15 @@ def _staff_principal(user: Any) -> ApiPrincipal:
     )
 
 
-def _parse_query(query_string: bytes) -> tuple[int | None, StreamFilter]:
-    """`after` and the filters of the URL, or a DRF ValidationError."""
+_BATCH_VALUES = {"1": True, "true": True, "0": False, "false": False}
+
+
+def _parse_query(query_string: bytes) -> tuple[int | None, StreamFilter, bool]:
+    """`after`, the filters and `batch` of the URL, or a DRF ValidationError."""
     query = QueryDict(query_string.decode("latin-1"))
+    raw_batch = query.get("batch", "0").lower()
+    if raw_batch not in _BATCH_VALUES:
+        raise DRFValidationError({"batch": ["Must be 1 or 0 (true or false)."]})
     after: int | None = None
     raw_after = query.get("after", "")
     if raw_after != "":
@@ -188,7 +268,7 @@ def _parse_query(query_string: bytes) -> tuple[int | None, StreamFilter]:
                 if name in query
             }
         )
-    return after, stream
+    return after, stream, _BATCH_VALUES[raw_batch]
 
 
 class EventStreamConsumer(AsyncConsumer):
@@ -199,6 +279,7 @@ class EventStreamConsumer(AsyncConsumer):
         self.principal: ApiPrincipal | None = None
         self.stream = StreamFilter()
         self.after: int | None = None
+        self.batch = False
         self.query_error: DRFValidationError | None = None
         self.cursor = 0
         self.accepted = False
@@ -242,7 +323,7 @@ class EventStreamConsumer(AsyncConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # AsyncConsumer.dispatch closes stale connections on a thread before
-        # every message; reads here run in database_sync_to_async, which
+        # every message; reads here run in _on_read_thread, which
         # already does, and a ring must cost no thread hop.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
@@ -254,7 +335,9 @@ class EventStreamConsumer(AsyncConsumer):
         self.accepted = True
         WEBSOCKET_CONNECTIONS.inc()
         try:
-            self.after, self.stream = _parse_query(self.scope.get("query_string", b""))
+            self.after, self.stream, self.batch = _parse_query(
+                self.scope.get("query_string", b"")
+            )
         except DRFValidationError as exc:
             # Answered once the client is known: deny by default.
             self.query_error = exc
@@ -268,7 +351,7 @@ class EventStreamConsumer(AsyncConsumer):
             return
         user = self.scope.get("user")
         if user is not None and user.is_authenticated and user.is_staff:
-            principal = await database_sync_to_async(_staff_principal)(user)
+            principal = await _on_read_thread(_staff_principal)(user)
             await self._start(principal)
             return
         self.auth_timer = asyncio.ensure_future(self._auth_deadline())
@@ -331,7 +414,7 @@ class EventStreamConsumer(AsyncConsumer):
             # Credentials arrived in time, however long checking them takes.
             self.auth_timer.cancel()
         try:
-            principal = await database_sync_to_async(_authenticate_key)(secret)
+            principal = await _on_read_thread(_authenticate_key)(secret)
         except NotFound:
             await self._refuse("Invalid, revoked or expired API key.")
             return
@@ -351,7 +434,7 @@ class EventStreamConsumer(AsyncConsumer):
             )
             return
         project_id = principal.project.pk
-        foreign = await database_sync_to_async(event_foreign_object_ids)(
+        foreign = await _on_read_thread(event_foreign_object_ids)(
             project_id=project_id,
             task_ids=self.stream.task_ids,
             conversation_ids=self.stream.conversation_ids,
@@ -367,7 +450,7 @@ class EventStreamConsumer(AsyncConsumer):
         self.principal = principal
         await self._join()
         if self.after is None:
-            self.after = await database_sync_to_async(event_latest_position)(
+            self.after = await _on_read_thread(event_latest_position)(
                 project_id=project_id
             )
         self.cursor = self.after
@@ -420,17 +503,25 @@ class EventStreamConsumer(AsyncConsumer):
                 await asyncio.wait_for(self.wake.wait(), timeout)
 
     async def _deliver(self) -> None:
-        """Send every matching event after the cursor, page by page."""
+        """Send every matching event after the cursor, page by page.
+
+        One frame per event, or in batch mode one frame per page.
+        """
         project_id = self.principal.project.pk
         while not self.closing:
             page = await _flights.read(project_id, self.cursor, self.stream)
-            for position, frame in page.frames:
-                await self.send({"type": "websocket.send", "text": frame})
-                self.cursor = position
+            if self.batch:
+                if page.positions:
+                    await self.send({"type": "websocket.send", "text": page.batch})
+                    self.cursor = page.positions[-1]
+            else:
+                for position, frame in zip(page.positions, page.frames, strict=True):
+                    await self.send({"type": "websocket.send", "text": frame})
+                    self.cursor = position
             self.cursor = max(self.cursor, page.reached)
             if not await self._drained():
                 return
-            if len(page.frames) < PAGE_SIZE:
+            if len(page.positions) < PAGE_SIZE:
                 return
 
     def _buffered_bytes(self) -> int:
@@ -444,7 +535,7 @@ class EventStreamConsumer(AsyncConsumer):
         while self._buffered_bytes() > limit:
             if time.monotonic() - checked > settings.STREAM_POLL_SECONDS:
                 checked = time.monotonic()
-                latest = await database_sync_to_async(event_latest_position)(
+                latest = await _on_read_thread(event_latest_position)(
                     project_id=self.principal.project.pk
                 )
                 if latest - self.cursor > settings.STREAM_MAX_BUFFERED_EVENTS:

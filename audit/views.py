@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
 from django.db import IntegrityError
+from django.shortcuts import get_object_or_404, render
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics
@@ -13,7 +16,12 @@ from rest_framework.views import APIView
 
 from audit.filters import AuditLogFilterSet
 from audit.models import AuditLog, Event
-from audit.selectors import audit_log_get, audit_log_list, event_list_after
+from audit.selectors import (
+    audit_log_get,
+    audit_log_list,
+    event_latest_position,
+    event_list_after,
+)
 from audit.serializers import (
     AuditLogCreateInputSerializer,
     AuditLogSerializer,
@@ -24,6 +32,7 @@ from audit.serializers import (
 )
 from audit.services import audit_custom_event_create, audit_log_create
 from swarmsite.api import ProjectScopedMixin, validated
+from swarmsite.models import DEFAULT_PROJECT_SLUG, Project
 from swarmsite.pagination import CreatedCursorPagination, PositionPagination
 
 AFTER_PARAMETER = OpenApiParameter(
@@ -206,3 +215,21 @@ class AuditLogDetailView(ProjectScopedMixin, generics.RetrieveAPIView):
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
+
+
+LIVE_BACKLOG = 50
+
+
+@staff_member_required
+def live_events(request):
+    """A staff page that follows the default project's stream in the browser."""
+    project = get_object_or_404(Project, slug=DEFAULT_PROJECT_SLUG)
+    latest = event_latest_position(project_id=project.pk)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Live events",
+        "project": project,
+        "backlog": LIVE_BACKLOG,
+        "after": max(0, latest - LIVE_BACKLOG),
+    }
+    return render(request, "audit/live_events.html", context)

@@ -1,13 +1,17 @@
 import asyncio
 import json
+import threading
 import uuid
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import transaction
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, connections, transaction
 
+from audit import consumers
 from audit.models import Event
+from audit.serializers import EventSerializer
 from audit.services import audit_custom_event_create, journaled
 from swarmsite import metrics
 from swarmsite.asgi import application
@@ -30,6 +34,17 @@ def stream_settings(settings):
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     }
     return settings
+
+
+@pytest.fixture(autouse=True)
+async def close_sync_thread_connections():
+    """Close what the tests' sync thread opened, so the test database can go.
+
+    `channels.testing` turns `close_old_connections` into a no-op while an
+    application runs, so reads on that thread keep their connection open.
+    """
+    yield
+    await database_sync_to_async(connections.close_all)()
 
 
 def _secret(project, *, scopes=("read",), name="stream") -> str:
@@ -71,12 +86,27 @@ async def _ready(communicator) -> int:
 
 
 async def _events(communicator, count, timeout=3.0) -> list[dict]:
+    """The next `count` events, whether sent one a frame or in batches."""
     found = []
     while len(found) < count:
         frame = await _next(communicator, timeout)
-        assert frame["type"] in ("event", "heartbeat"), frame
+        assert frame["type"] in ("event", "events", "heartbeat"), frame
         if frame["type"] == "event":
             found.append(frame)
+        elif frame["type"] == "events":
+            found += frame["events"]
+    return found
+
+
+async def _batches(communicator, count, timeout=3.0) -> list[list[dict]]:
+    """Batch frames until `count` events came; a single-event frame fails."""
+    found: list[list[dict]] = []
+    while sum(map(len, found)) < count:
+        frame = await _next(communicator, timeout)
+        assert frame["type"] in ("events", "heartbeat"), frame
+        if frame["type"] == "events":
+            assert frame["events"], frame
+            found.append(frame["events"])
     return found
 
 
@@ -356,7 +386,12 @@ async def test_more_filters_than_the_cap_close_4400_naming_the_field(
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("after=-1", "after"), ("after=x", "after"), ("task=nope", "task")],
+    [
+        ("after=-1", "after"),
+        ("after=x", "after"),
+        ("task=nope", "task"),
+        ("batch=yes", "batch"),
+    ],
 )
 async def test_bad_query_closes_4400_naming_the_field(project, query, field):
     secret = await database_sync_to_async(_secret)(project)
@@ -381,15 +416,16 @@ class _StalledClient:
         return await self.app(scope, receive, send)
 
 
+@pytest.mark.parametrize("batch", ["", "&batch=1"])
 async def test_client_that_stops_reading_is_told_it_lags_and_closed_4429(
-    project, stream_settings
+    project, stream_settings, batch
 ):
     stream_settings.STREAM_MAX_BUFFERED_EVENTS = 3
     stream_settings.STREAM_POLL_SECONDS = 0.1
     stored = [await note(project) for _ in range(2)]
     secret = await database_sync_to_async(_secret)(project)
     communicator = await _open(
-        f"{PATH}?after=0", _bearer(secret), app=_StalledClient(application)
+        f"{PATH}?after=0{batch}", _bearer(secret), app=_StalledClient(application)
     )
     await _ready(communicator)
     # The first page goes out, then the stream waits for the buffer to drain
@@ -436,3 +472,124 @@ async def test_unreachable_layer_counts_a_failure_and_the_write_stands(
     event = await database_sync_to_async(_write_with_layer_down)(project)
     assert await Event.objects.filter(pk=event.pk).aexists()
     assert metrics.NOTIFICATION_FAILURES._value.get() == before + 1
+
+
+async def test_batch_mode_sends_replay_then_live_in_batches_at_per_event_positions(
+    project,
+):
+    stored = [await note(project) for _ in range(3)]
+    secret = await database_sync_to_async(_secret)(project)
+    single = await _open(f"{PATH}?after=0", _bearer(secret))
+    batched = await _open(f"{PATH}?after=0&batch=1", _bearer(secret))
+    await _ready(single)
+    await _ready(batched)
+    replay = await _batches(batched, 3)
+    assert [[e["position"] for e in b] for b in replay] == [
+        [e.position for e in stored]
+    ]
+    live = await database_sync_to_async(lambda: [_note(project) for _ in range(2)])()
+    batches = replay + await _batches(batched, 2)
+    positions = [e["position"] for b in batches for e in b]
+    assert positions == [e.position for e in stored + live]
+    assert [f["position"] for f in await _events(single, 5)] == positions
+    assert await batched.receive_nothing(0.3)
+    await single.disconnect()
+    await batched.disconnect()
+
+
+async def test_batch_mode_applies_the_filters(project):
+    task_a, task_b = uuid.uuid4(), uuid.uuid4()
+    await note(project, task_id=task_b)
+    wanted = await note(project, task_id=task_a, kind="wanted")
+    await note(project, task_id=task_a, kind="other")
+    secret = await database_sync_to_async(_secret)(project)
+    communicator = await _open(
+        f"{PATH}?after=0&task={task_a}&kind=wanted&batch=true", _bearer(secret)
+    )
+    await _ready(communicator)
+    await note(project, task_id=task_b, kind="wanted")
+    live = await note(project, task_id=task_a, kind="wanted")
+    batches = await _batches(communicator, 2)
+    assert [e["position"] for b in batches for e in b] == [
+        wanted.position,
+        live.position,
+    ]
+    assert await communicator.receive_nothing(0.3)
+    await communicator.disconnect()
+
+
+async def test_batch_frame_holds_at_most_a_page_of_events(project, monkeypatch):
+    monkeypatch.setattr(consumers, "PAGE_SIZE", 2)
+    stored = [await note(project) for _ in range(5)]
+    secret = await database_sync_to_async(_secret)(project)
+    communicator = await _open(f"{PATH}?after=0&batch=1", _bearer(secret))
+    await _ready(communicator)
+    batches = await _batches(communicator, 5)
+    assert [[e["position"] for e in b] for b in batches] == [
+        [stored[0].position, stored[1].position],
+        [stored[2].position, stored[3].position],
+        [stored[4].position],
+    ]
+    await communicator.disconnect()
+
+
+async def test_batch_mode_keeps_ping_and_heartbeat(project, stream_settings):
+    stream_settings.STREAM_HEARTBEAT_SECONDS = 0.2
+    secret = await database_sync_to_async(_secret)(project)
+    communicator = await _open(f"{PATH}?batch=1", _bearer(secret))
+    position = await _ready(communicator)
+    assert await _next(communicator) == {"type": "heartbeat", "position": position}
+    await communicator.send_json_to({"type": "ping"})
+    assert await _next(communicator) == {"type": "pong", "position": position}
+    await communicator.disconnect()
+
+
+def _rich_note(project) -> Event:
+    event = audit_custom_event_create(
+        project_id=project.pk,
+        kind="rich",
+        task_id=uuid.uuid4(),
+        conversation_id=uuid.uuid4(),
+        payload={"nested": {"list": [1, 2.5, None, "é"]}, "flag": True},
+    )
+    return Event.objects.get(pk=event.pk)
+
+
+def _as_http(event: Event) -> dict:
+    return json.loads(json.dumps(EventSerializer(event).data, cls=DjangoJSONEncoder))
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_streamed_event_has_exactly_the_http_apis_fields(project, batch):
+    event = await database_sync_to_async(_rich_note)(project)
+    secret = await database_sync_to_async(_secret)(project)
+    query = f"?after={event.position - 1}" + ("&batch=1" if batch else "")
+    communicator = await _open(PATH + query, _bearer(secret))
+    await _ready(communicator)
+    [streamed] = await _events(communicator, 1)
+    streamed.pop("type", None)
+    assert streamed == await database_sync_to_async(_as_http)(event)
+    await communicator.disconnect()
+
+
+def _holds_a_connection(barrier: threading.Barrier) -> bool:
+    barrier.wait(5)
+    return connection.connection is not None
+
+
+async def test_stream_read_threads_hold_no_connection_between_reads(project):
+    stored = [await note(project) for _ in range(3)]
+    secret = await database_sync_to_async(_secret)(project)
+    communicator = await _open(f"{PATH}?after=0", _bearer(secret))
+    await _ready(communicator)
+    assert len(await _events(communicator, 3)) == len(stored)
+    await communicator.disconnect()
+    # Every read thread at once, so each answers for itself.
+    barrier = threading.Barrier(consumers.READ_THREADS)
+    checks = [
+        asyncio.wrap_future(
+            consumers._read_threads.submit(_holds_a_connection, barrier)
+        )
+        for _ in range(consumers.READ_THREADS)
+    ]
+    assert await asyncio.gather(*checks) == [False] * consumers.READ_THREADS

@@ -69,14 +69,21 @@ async def _join(threads) -> None:
     await asyncio.to_thread(lambda: [t.join() for t in threads])
 
 
+def _positions(frame: dict) -> list[int]:
+    """Positions of an event frame or of a batch (`?batch=1`) frame."""
+    if frame["type"] == "event":
+        return [frame["position"]]
+    if frame["type"] == "events":
+        return [event["position"] for event in frame["events"]]
+    return []
+
+
 async def _read_until(ws, received: list[int], target: int, timeout=20.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not received or received[-1] < target:
         left = deadline - asyncio.get_running_loop().time()
         assert left > 0, f"stuck at {received[-1:]} of {target}"
-        frame = json.loads(await asyncio.wait_for(ws.recv(), left))
-        if frame["type"] == "event":
-            received.append(frame["position"])
+        received += _positions(json.loads(await asyncio.wait_for(ws.recv(), left)))
 
 
 async def test_client_resuming_after_50_random_disconnects_ends_with_the_log(
@@ -116,19 +123,20 @@ async def test_subscribing_while_8_writers_append_to_a_task_leaves_no_gap(tmp_pa
     with stack(tmp_path) as ([server], key, _):
         writers = _writers(server.port, key, threads=8, each=40, task=task)
 
-        async def subscriber(delay: float) -> list[int]:
+        async def subscriber(delay: float, batch: bool) -> list[int]:
             await asyncio.sleep(delay)
             received: list[int] = []
-            url = f"{server.ws_url}?after=0&task={task}"
+            url = f"{server.ws_url}?after=0&task={task}" + ("&batch=1" if batch else "")
             async with connect(url, additional_headers=_auth(key)) as ws:
                 while len(received) < 320:
                     frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
-                    if frame["type"] == "event":
-                        received.append(frame["position"])
+                    assert frame["type"] != ("event" if batch else "events"), frame
+                    received += _positions(frame)
             return received
 
+        # Half the subscribers take one frame per event, half batches.
         results = await asyncio.gather(
-            *(subscriber(random.uniform(0, 1.5)) for _ in range(6))
+            *(subscriber(random.uniform(0, 1.5), i % 2 == 1) for i in range(6))
         )
         await _join(writers)
         expected = Http(server.port, key).positions(f"&task={task}")
