@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -140,3 +142,15 @@ def check_same(
             f"A {what} with this id exists with different values for: "
             f"{', '.join(differing)}."
         )
+
+
+_AGE = re.compile(r"^(\d+)([hdw])$")
+_AGE_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_age(value: str) -> timedelta:
+    """An age such as 90d, 12w or 36h; 0d means "up to now"."""
+    match = _AGE.match(value.strip().lower())
+    if match is None:
+        raise ValueError(f"{value!r} is not an age such as 90d, 12w or 36h.")
+    return timedelta(**{_AGE_UNITS[match[2]]: int(match[1])})

@@ -1,4 +1,3 @@
-import re
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
@@ -8,19 +7,7 @@ from audit.services import audit_log_prune
 from swarmsite.actors import SYSTEM
 from swarmsite.errors import ValidationError
 from swarmsite.models import Project
-
-_AGE_RE = re.compile(r"^(\d+)([dhw])$")
-_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_age(value: str) -> timedelta:
-    """`90d`, `12h` or `2w` as a timedelta."""
-    match = _AGE_RE.match(value.strip().lower())
-    if match is None:
-        raise CommandError(
-            f"--older-than: {value!r} is not an age such as 90d, 12h or 2w."
-        )
-    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+from swarmsite.validation import parse_age
 
 
 class Command(BaseCommand):
@@ -50,7 +37,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        age = parse_age(options["older_than"]) if options["older_than"] else None
+        try:
+            age = parse_age(options["older_than"]) if options["older_than"] else None
+        except ValueError as exc:
+            raise CommandError(f"--older-than: {exc}") from exc
         if options["batch_size"] < 1:
             raise CommandError("--batch-size: must be at least 1.")
         projects = Project.objects.order_by("slug")

@@ -1,4 +1,4 @@
-import re
+from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -7,19 +7,7 @@ from ops.management.commands._files import open_for_writing
 from ops.selectors import header_line
 from ops.services import PRUNE_MODELS, prune_archive, prune_count, prune_run
 from swarmsite.models import Project
-
-DURATION = re.compile(r"^(\d+)([dhw]?)$")
-UNIT_DAYS = {"": 1, "d": 1, "w": 7, "h": 1 / 24}
-
-
-def parse_age(value: str) -> float:
-    """Days in an age such as 90d, 12w, 36h or 90."""
-    match = DURATION.match(value.strip().lower())
-    if not match or int(match[1]) == 0:
-        raise CommandError(
-            f"--older-than: {value!r} is not an age such as 90d, 12w or 36h."
-        )
-    return int(match[1]) * UNIT_DAYS[match[2]]
+from swarmsite.validation import parse_age
 
 
 class Command(BaseCommand):
@@ -53,7 +41,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        age = parse_age(options["older_than"]) if options["older_than"] else None
+        try:
+            age = parse_age(options["older_than"]) if options["older_than"] else None
+        except ValueError as exc:
+            raise CommandError(f"--older-than: {exc}") from exc
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
         if options["max_batches"] is not None and options["max_batches"] < 1:
@@ -67,17 +58,17 @@ class Command(BaseCommand):
         plans = []
         for project in projects:
             if age is not None:
-                days, reason = age, f"--older-than {options['older_than']}"
+                keep, reason = age, f"--older-than {options['older_than']}"
             elif project.event_retention_days:
-                days = project.event_retention_days
-                reason = f"retention of {days} days"
+                keep = timedelta(days=project.event_retention_days)
+                reason = f"retention of {project.event_retention_days} days"
             else:
                 self.stdout.write(
                     f"{project.slug}: skipped, no retention set "
                     "(event_retention_days is empty and no --older-than)."
                 )
                 continue
-            plans.append((project, now - timezone.timedelta(days=days), reason))
+            plans.append((project, now - keep, reason))
         if options["archive"] and plans:
             with open_for_writing(options["archive"], self.stdout) as stream:
                 stream.write(header_line())
