@@ -1,0 +1,24 @@
+from datetime import timedelta
+
+import pytest
+
+from swarmsite.validation import parse_age
+
+
+@pytest.mark.parametrize(
+    ("value", "age"),
+    [
+        ("90d", timedelta(days=90)),
+        ("12W", timedelta(weeks=12)),
+        (" 36h ", timedelta(hours=36)),
+        ("0d", timedelta(0)),
+    ],
+)
+def test_ages_read_hours_days_and_weeks(value, age):
+    assert parse_age(value) == age
+
+
+@pytest.mark.parametrize("value", ["90", "-1d", "3y", "ninety days", "", "1.5d"])
+def test_an_age_without_a_known_unit_is_refused_by_name(value):
+    with pytest.raises(ValueError, match="is not an age such as 90d"):
+        parse_age(value)
