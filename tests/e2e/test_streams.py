@@ -127,9 +127,13 @@ async def test_subscribing_while_8_writers_append_to_a_task_leaves_no_gap(tmp_pa
             await asyncio.sleep(delay)
             received: list[int] = []
             url = f"{server.ws_url}?after=0&task={task}" + ("&batch=1" if batch else "")
+            deadline = asyncio.get_running_loop().time() + 30
             async with connect(url, additional_headers=_auth(key)) as ws:
                 while len(received) < 320:
-                    frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                    # Heartbeats keep recv() answering: bound the whole wait.
+                    left = deadline - asyncio.get_running_loop().time()
+                    assert left > 0, f"stuck at {received[-1:]} of 320"
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), left))
                     assert frame["type"] != ("event" if batch else "events"), frame
                     received += _positions(frame)
             return received
