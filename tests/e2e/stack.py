@@ -37,11 +37,11 @@ def fresh_database(tmp_path: Path) -> Iterator[str]:
     """A DATABASE_URL for a database made for this stack and removed after."""
     db = settings.DATABASES["default"]
     if db["ENGINE"] == "django.db.backends.sqlite3":
-        yield f"sqlite:///{tmp_path / 'streams.sqlite3'}"
+        yield f"sqlite:///{tmp_path / 'e2e.sqlite3'}"
         return
     import psycopg
 
-    name = f"swarmsite_streams_{uuid.uuid4().hex[:12]}"
+    name = f"swarmsite_e2e_{uuid.uuid4().hex[:12]}"
     params = {
         "host": db["HOST"] or "localhost",
         "port": db["PORT"] or 5432,

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,18 +22,13 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from tests.e2e.stack import free_port
 from tests.utils import postgres_only
 
 pytestmark = [pytest.mark.slow, postgres_only]
 
 BASE_DIR = Path(settings.BASE_DIR)
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PrivateCluster:

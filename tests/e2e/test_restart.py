@@ -7,24 +7,18 @@ a write through the services, SIGKILL, a second daphne, a read.
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from django.conf import settings
+
+from tests.e2e.stack import BASE_DIR, BIN, free_port, fresh_database, manage
 
 pytestmark = pytest.mark.slow
 
-BASE_DIR = Path(settings.BASE_DIR)
-BIN = Path(sys.executable).parent
 MARK = "RESULT:"
 
 WRITE = f"""
@@ -62,53 +56,6 @@ print("{MARK}" + json.dumps({{
     "chain_intact": audit_chain_verify(project_id=task.project_id).intact,
 }}))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def fresh_database(tmp_path: Path) -> Iterator[str]:
-    """A DATABASE_URL for a database made for this test and removed after it."""
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        yield f"sqlite:///{tmp_path / 'restart.sqlite3'}"
-        return
-    import psycopg
-
-    name = f"swarmsite_e2e_{uuid.uuid4().hex[:12]}"
-    params = {
-        "host": db["HOST"] or "localhost",
-        "port": db["PORT"] or 5432,
-        "user": db["USER"],
-        "password": db["PASSWORD"] or None,
-        "dbname": "postgres",
-        "autocommit": True,
-    }
-    with psycopg.connect(**params) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-        yield f"postgres://{auth}@{params['host']}:{params['port']}/{name}"
-    finally:
-        with psycopg.connect(**params) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def shell(env: dict[str, str], code: str) -> dict:

@@ -2,7 +2,6 @@
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,11 @@ from audit.models import AuditLog, Event
 from conversations.models import Message
 from reports.selectors import project_stats, stats_window
 from tasks.models import AgentRun, Task, TaskDependency
+from tests.e2e.stack import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 BASE_DIR = Path(settings.BASE_DIR)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _database_url() -> str:
@@ -45,7 +39,7 @@ def _database_url() -> str:
 @pytest.fixture
 def server(project, tmp_path) -> Iterator[str]:
     """A daphne process on a free port, on this test's database."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
