@@ -125,12 +125,13 @@ def _flush(journal: _Journal) -> None:
     project_ids = sorted(
         {e.project_id for e in journal.events} | {a.project_id for a in journal.audits}
     )
-    now = timezone.now()
     # Sorted lock order keeps multi-project transactions free of deadlocks.
     for project_id in project_ids:
         head, _ = JournalHead.objects.select_for_update().get_or_create(
             project_id=project_id
         )
+        # Taken under the lock, so recorded_at never decreases along positions.
+        now = timezone.now()
         events = [e for e in journal.events if e.project_id == project_id]
         for event in events:
             head.last_position += 1

@@ -102,6 +102,12 @@ def test_a_position_reader_sees_every_event_of_concurrent_writers_once(project):
     )
     assert stored == list(range(1, expected + 1))
     assert seen == stored
+    recorded = list(
+        Event.objects.filter(project=project)
+        .order_by("position")
+        .values_list("recorded_at", flat=True)
+    )
+    assert recorded == sorted(recorded)
 
 
 def test_an_id_cursor_misses_a_row_that_commits_late_with_a_smaller_id(project):
