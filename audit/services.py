@@ -541,46 +541,14 @@ def _build_audit_log(
 
 
 def audit_log_record(
-    *,
-    project_id: int,
-    action: str,
-    actor: Actor = SYSTEM,
-    target: str = "",
-    obj: models.Model | None = None,
-    success: bool = True,
-    duration_ms: float | None = None,
-    error: str = "",
-    details: dict[str, Any] | None = None,
-    changes: dict[str, Any] | None = None,
-    request_id: str = "",
-    method: str = "",
-    path: str = "",
-    status_code: int | None = None,
-    ip: str | None = None,
-    user_agent: str = "",
-    occurred_at: datetime | None = None,
-    entry_id: uuid.UUID | None = None,
+    *, project_id: int, action: str, actor: Actor = SYSTEM, **fields: Any
 ) -> AuditLog:
-    """Append one audit record; it is chained when the transaction ends."""
-    spec = {
-        "action": action,
-        "target": target,
-        "obj": obj,
-        "success": success,
-        "duration_ms": duration_ms,
-        "error": error,
-        "details": details,
-        "changes": changes,
-        "request_id": request_id,
-        "method": method,
-        "path": path,
-        "status_code": status_code,
-        "ip": ip,
-        "user_agent": user_agent,
-        "occurred_at": occurred_at,
-        "entry_id": entry_id,
-    }
-    return audit_logs_record(project_id=project_id, entries=[spec], actor=actor)[0]
+    """Append one audit record; it is chained when the transaction ends.
+
+    `fields` are `_build_audit_log`'s (target, obj, success, duration_ms...).
+    """
+    entry = {"action": action, **fields}
+    return audit_logs_record(project_id=project_id, entries=[entry], actor=actor)[0]
 
 
 def audit_logs_record(

@@ -6,7 +6,6 @@ import uuid
 
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
-from django.db import IntegrityError
 from django.shortcuts import get_object_or_404, render
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -15,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.filters import AuditLogFilterSet
-from audit.models import AuditLog, Event
+from audit.models import AuditLog
 from audit.selectors import (
     audit_log_get,
     audit_log_list,
@@ -30,8 +29,13 @@ from audit.serializers import (
     EventPageSerializer,
     EventSerializer,
 )
-from audit.services import audit_custom_event_create, audit_log_create
-from swarmsite.api import ProjectScopedMixin, validated
+from audit.services import audit_custom_events_create, audit_log_create
+from swarmsite.api import (
+    ProjectScopedMixin,
+    created_status,
+    retrying_a_lost_insert_race,
+    validated,
+)
 from swarmsite.models import DEFAULT_PROJECT_SLUG, Project
 from swarmsite.pagination import CreatedCursorPagination, PositionPagination
 
@@ -100,27 +104,21 @@ class EventListCreateView(ProjectScopedMixin, APIView):
 
     def post(self, request):
         data = validated(EventCreateInputSerializer, request.data)
-        existed = "id" in data and Event.objects.filter(uuid=data["id"]).exists()
-        kwargs = {
-            "project_id": self.project.pk,
+        spec = {
             "kind": data["kind"],
-            "actor": self.actor,
             "task_id": data.get("task"),
             "conversation_id": data.get("conversation"),
             "payload": data.get("payload"),
             "occurred_at": data.get("occurred_at"),
             "event_id": data.get("id"),
         }
-        try:
-            event = audit_custom_event_create(**kwargs)
-        except IntegrityError:
-            # A concurrent request with the same id committed first: the
-            # service now compares against the stored event.
-            if "id" not in data:
-                raise
-            existed = True
-            event = audit_custom_event_create(**kwargs)
-        return Response(EventSerializer(event).data, status=200 if existed else 201)
+        [(event, created)] = retrying_a_lost_insert_race(
+            lambda: audit_custom_events_create(
+                project_id=self.project.pk, events=[spec], actor=self.actor
+            ),
+            ids_supplied="id" in data,
+        )
+        return Response(EventSerializer(event).data, status=created_status(created))
 
 
 class AuditLogPagination(CreatedCursorPagination):
@@ -188,14 +186,10 @@ class AuditLogListCreateView(ProjectScopedMixin, generics.ListAPIView):
             "occurred_at": data.get("occurred_at"),
             "entry_id": data.get("id"),
         }
-        try:
-            entry, created = audit_log_create(**kwargs)
-        except IntegrityError:
-            # A concurrent request with the same id committed first.
-            if "id" not in data:
-                raise
-            entry, created = audit_log_create(**kwargs)
-        return Response(AuditLogSerializer(entry).data, status=201 if created else 200)
+        entry, created = retrying_a_lost_insert_race(
+            lambda: audit_log_create(**kwargs), ids_supplied="id" in data
+        )
+        return Response(AuditLogSerializer(entry).data, status=created_status(created))
 
 
 @extend_schema(summary="One audit record", responses=AuditLogSerializer)

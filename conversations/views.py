@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -43,10 +41,14 @@ from conversations.services import (
     message_append,
 )
 from swarmsite import errors
-from swarmsite.api import ProjectScopedMixin, RequestTooLarge, validated
+from swarmsite.api import (
+    ProjectScopedMixin,
+    RequestTooLarge,
+    created_status,
+    retrying_a_lost_insert_race,
+    validated,
+)
 from swarmsite.pagination import SeqCursorPagination
-
-T = TypeVar("T")
 
 # The service names a bad item `messages[2].role`; the API says `2.role`,
 # as DRF's own list errors are flattened.
@@ -63,25 +65,6 @@ FIELDS_PARAMETER = OpenApiParameter(
 def message_batch_limit() -> int:
     """Most messages one request may append."""
     return min(settings.INGEST_MAX_ITEMS, MAX_MESSAGES_PER_APPEND)
-
-
-def _created(created: bool) -> int:
-    # A repeated create with a known id answers 200.
-    return 201 if created else 200
-
-
-def _retrying_a_lost_insert_race(write: Callable[[], T], *, ids_supplied: bool) -> T:
-    """Run `write`; once more if a concurrent request inserted the same id.
-
-    The second run sees the committed row and answers as a repeated create
-    (or a conflict) instead of a 500.
-    """
-    try:
-        return write()
-    except IntegrityError:
-        if not ids_supplied:
-            raise
-        return write()
 
 
 def _validated_messages(data: Any) -> tuple[list[dict[str, Any]], bool]:
@@ -177,11 +160,11 @@ class ConversationViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         data = validated(ConversationCreateInputSerializer, request.data)
         if "id" in data:
             data["conversation_id"] = data.pop("id")
-        conversation, created = _retrying_a_lost_insert_race(
+        conversation, created = retrying_a_lost_insert_race(
             lambda: conversation_create(project=self.project, actor=self.actor, **data),
             ids_supplied="conversation_id" in data,
         )
-        return self._render(conversation, status=_created(created))
+        return self._render(conversation, status=created_status(created))
 
     def partial_update(self, request, pk=None):
         data = validated(ConversationUpdateInputSerializer, request.data)
@@ -254,7 +237,7 @@ class ConversationViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         specs, many = _validated_messages(request.data)
         conversation = conversation_get(project=self.project, conversation_id=pk)
         try:
-            results = _retrying_a_lost_insert_race(
+            results = retrying_a_lost_insert_race(
                 lambda: message_append(
                     conversation=conversation, messages=specs, actor=self.actor
                 ),
@@ -263,7 +246,7 @@ class ConversationViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         except errors.ValidationError as exc:
             raise errors.ValidationError(_item_fields(exc, many=many)) from exc
         messages: list[Message] = [message for message, _ in results]
-        status = _created(any(created for _, created in results))
+        status = created_status(any(created for _, created in results))
         if many:
             return Response(MessageSerializer(messages, many=True).data, status=status)
         return Response(MessageSerializer(messages[0]).data, status=status)

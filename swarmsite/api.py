@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, parsers, permissions, serializers, throttling
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -20,6 +21,8 @@ from swarmsite import errors
 from swarmsite.actors import Actor, ActorType
 from swarmsite.models import DEFAULT_PROJECT_SLUG, ApiKey, ApiKeyScope, Project
 from swarmsite.services import api_key_authenticate
+
+T = TypeVar("T")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -402,3 +405,22 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
 def not_found(request, *args, **kwargs) -> JsonResponse:
     """Any path under /api/ that no route matches."""
     return JsonResponse(error_body("not_found", "No such API endpoint."), status=404)
+
+
+def created_status(created: bool) -> int:
+    """201 for a new resource; 200 for a repeated create with a known id."""
+    return 201 if created else 200
+
+
+def retrying_a_lost_insert_race(write: Callable[[], T], *, ids_supplied: bool) -> T:
+    """Run `write`; once more if a concurrent request inserted the same id.
+
+    The second run sees the committed row and answers as a repeated create
+    (or a conflict) instead of a 500.
+    """
+    try:
+        return write()
+    except IntegrityError:
+        if not ids_supplied:
+            raise
+        return write()

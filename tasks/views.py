@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from audit.selectors import event_list_after
 from audit.serializers import EventPageSerializer, EventSerializer
-from swarmsite.api import ProjectScopedMixin, request_id, validated
+from swarmsite.api import ProjectScopedMixin, created_status, request_id, validated
 from swarmsite.errors import NotFound, VersionConflict
 from swarmsite.pagination import PositionPagination
 from tasks.filters import AgentFilterSet, RunFilterSet, TaskFilterSet
@@ -44,11 +44,6 @@ from tasks.services import (
     task_transition,
     task_update,
 )
-
-
-def _created(created: bool) -> int:
-    # A repeated create with a known id (or agent name) answers 200.
-    return 201 if created else 200
 
 
 def _schema_only(view) -> bool:
@@ -94,7 +89,7 @@ class AgentViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         if "id" in data:
             data["agent_id"] = data.pop("id")
         agent, created = agent_register(project=self.project, actor=self.actor, **data)
-        return Response(AgentSerializer(agent).data, status=_created(created))
+        return Response(AgentSerializer(agent).data, status=created_status(created))
 
     def partial_update(self, request, pk=None):
         data = validated(AgentUpdateInputSerializer, request.data)
@@ -184,7 +179,7 @@ class TaskViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         if "id" in data:
             data["task_id"] = data.pop("id")
         task, created = task_create(project=self.project, actor=self.actor, **data)
-        return self._render(task, status=_created(created))
+        return self._render(task, status=created_status(created))
 
     def partial_update(self, request, pk=None):
         data = validated(TaskUpdateInputSerializer, request.data)
@@ -247,7 +242,7 @@ class RunViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         if "id" in data:
             data["run_id"] = data.pop("id")
         run, created = run_create(project=self.project, actor=self.actor, **data)
-        return Response(RunSerializer(run).data, status=_created(created))
+        return Response(RunSerializer(run).data, status=created_status(created))
 
     def partial_update(self, request, pk=None):
         data = validated(RunUpdateInputSerializer, request.data)
