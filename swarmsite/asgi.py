@@ -1,6 +1,5 @@
 """ASGI entry point served by daphne: HTTP and the WebSocket streams."""
 
-import functools
 import os
 
 from django.core.asgi import get_asgi_application
@@ -15,8 +14,8 @@ from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from audit.routing import websocket_urlpatterns  # noqa: E402
-from swarmsite.realtime import SEND_BUFFER_SCOPE_KEY  # noqa: E402
 from swarmsite.startup import require_secret_key  # noqa: E402
+from swarmsite.wire import DaphneWire  # noqa: E402
 
 require_secret_key()
 
@@ -41,43 +40,10 @@ def allowed_hosts_origin_validator(application):
     return BrowserOriginValidator(application, allowed)
 
 
-def _buffered_bytes(transport) -> int:
-    data = getattr(transport, "dataBuffer", b"")
-    return (
-        len(data)
-        - getattr(transport, "offset", 0)
-        + getattr(transport, "_tempDataLen", 0)
-    )
-
-
-class SendBufferProbe:
-    """Lets a consumer see how many bytes wait for a client that does not read.
-
-    daphne queues whatever the application sends without limit
-    (django/daphne#170). Under daphne, `send` is a partial over the
-    connection's protocol, whose Twisted transport holds that queue; the
-    probe reads its size. Under another server the probe is absent and
-    consumers send as usual.
-    """
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        protocol = send.args[0] if isinstance(send, functools.partial) else None
-        transport = getattr(protocol, "transport", None) if protocol else None
-        if transport is not None and hasattr(transport, "dataBuffer"):
-            scope = {
-                **scope,
-                SEND_BUFFER_SCOPE_KEY: functools.partial(_buffered_bytes, transport),
-            }
-        return await self.app(scope, receive, send)
-
-
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": SendBufferProbe(
+        "websocket": DaphneWire(
             allowed_hosts_origin_validator(
                 AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
             )

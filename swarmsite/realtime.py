@@ -17,11 +17,6 @@ from swarmsite.metrics import NOTIFICATION_FAILURES
 
 logger = logging.getLogger(__name__)
 
-# Scope key of a WebSocket connection's probe of the bytes queued for its
-# client (set by swarmsite.asgi.SendBufferProbe under daphne).
-SEND_BUFFER_SCOPE_KEY = "swarmsite.send_buffer"
-
-
 def project_group(project_id: int) -> str:
     """Channel-layer group that rings for every event of a project."""
     return f"project.{project_id}"

@@ -9,14 +9,14 @@ from channels.testing import WebsocketCommunicator
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, connections, transaction
 
-from audit import consumers
+from audit.consumers import pages
 from audit.models import Event
 from audit.serializers import EventSerializer
 from audit.services import audit_custom_event_create, journaled
 from swarmsite import metrics
 from swarmsite.asgi import application
-from swarmsite.realtime import SEND_BUFFER_SCOPE_KEY
 from swarmsite.services import api_key_create
+from swarmsite.wire import WIRE_SCOPE_KEY
 from tasks.services import task_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -405,14 +405,27 @@ async def test_bad_query_without_credentials_closes_4401_not_4400(project):
     await _closed_with(communicator, 4401)
 
 
+class _FullWire:
+    """A wire whose client stopped reading: its buffer stays full.
+
+    It declines direct writes, so frames still reach the communicator.
+    """
+
+    def buffered(self) -> int:
+        return 10_000_000
+
+    def write(self, frames: bytes) -> bool:
+        return False
+
+
 class _StalledClient:
-    """Reports a full socket buffer, as daphne's probe does for a stalled reader."""
+    """Puts a full wire in the scope, as daphne's does for a stalled reader."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        scope = {**scope, SEND_BUFFER_SCOPE_KEY: lambda: 10_000_000}
+        scope = {**scope, WIRE_SCOPE_KEY: _FullWire()}
         return await self.app(scope, receive, send)
 
 
@@ -519,7 +532,7 @@ async def test_batch_mode_applies_the_filters(project):
 
 
 async def test_batch_frame_holds_at_most_a_page_of_events(project, monkeypatch):
-    monkeypatch.setattr(consumers, "PAGE_SIZE", 2)
+    monkeypatch.setattr(pages, "PAGE_SIZE", 2)
     stored = [await note(project) for _ in range(5)]
     secret = await database_sync_to_async(_secret)(project)
     communicator = await _open(f"{PATH}?after=0&batch=1", _bearer(secret))
@@ -585,11 +598,11 @@ async def test_stream_read_threads_hold_no_connection_between_reads(project):
     assert len(await _events(communicator, 3)) == len(stored)
     await communicator.disconnect()
     # Every read thread at once, so each answers for itself.
-    barrier = threading.Barrier(consumers.READ_THREADS)
+    barrier = threading.Barrier(pages.READ_THREADS)
     checks = [
         asyncio.wrap_future(
-            consumers._read_threads.submit(_holds_a_connection, barrier)
+            pages._read_threads.submit(_holds_a_connection, barrier)
         )
-        for _ in range(consumers.READ_THREADS)
+        for _ in range(pages.READ_THREADS)
     ]
-    assert await asyncio.gather(*checks) == [False] * consumers.READ_THREADS
+    assert await asyncio.gather(*checks) == [False] * pages.READ_THREADS

@@ -1,54 +1,44 @@
 """`ws/v1/events/`: a project's event log, replayed after a position, then live.
 
-The channel layer only rings a doorbell ("project P has events up to N"):
-every delivery is read from the event log after the last position sent, by
-one task per connection, so a dropped, late or repeated ring loses nothing
-and never sends an event twice, and a periodic re-read heals lost rings.
-
-Reads run on a few threads of their own: the default of
-`database_sync_to_async` shares one thread with every sync HTTP view of the
-process, so stream reads would queue behind the very writes they follow.
+The channel layer only rings a doorbell ("project P has events up to N"),
+one per process (`doorbell`): every delivery is read from the event log
+after the last position sent, by one task per connection, so a dropped,
+late or repeated ring loses nothing and never sends an event twice, and a
+periodic re-read heals lost rings. Reads and encoding are in `pages`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import time
-import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import StopConsumer
-from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import close_old_connections
 from django.http import QueryDict
 from rest_framework.exceptions import ValidationError as DRFValidationError
-from rest_framework.fields import DateTimeField
 
-from audit.models import Event
-from audit.selectors import (
-    event_foreign_object_ids,
-    event_latest_position,
-    event_stream_page,
+from audit.consumers import doorbell
+from audit.consumers.pages import (
+    StreamFilter,
+    flights,
+    on_read_thread,
 )
+from audit.selectors import event_foreign_object_ids, event_latest_position
 from audit.serializers import EventFilterSerializer
 from swarmsite.api import ApiPrincipal
 from swarmsite.errors import NotFound
 from swarmsite.metrics import WEBSOCKET_CONNECTIONS
 from swarmsite.models import DEFAULT_PROJECT_SLUG, ApiKeyScope, Project
-from swarmsite.realtime import SEND_BUFFER_SCOPE_KEY, project_group
 from swarmsite.services import api_key_authenticate
+from swarmsite.wire import WIRE_SCOPE_KEY, Wire
 
 logger = logging.getLogger(__name__)
 
@@ -58,160 +48,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_LAGGING = 4429
 
-PAGE_SIZE = 500
-READ_THREADS = 4
 _DRAIN_CHECK_SECONDS = 0.05
-_LAYER_RETRY_SECONDS = 1.0
-
-_read_threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="stream-read")
-
-
-def _on_read_thread(func: Callable) -> Callable:
-    """`func` off the thread of sync views, its connection closed after each call.
-
-    As `database_sync_to_async`, with `close_old_connections` called here
-    rather than through `channels.db`, which `channels.testing` turns into a
-    no-op: with `CONN_MAX_AGE = 0` it closes the thread's connection (hands it
-    back to the pool on PostgreSQL), so an idle read thread never holds one.
-    """
-
-    @functools.wraps(func)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        close_old_connections()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            close_old_connections()
-
-    return sync_to_async(run, thread_sensitive=False, executor=_read_threads)
-
-
-@dataclass(frozen=True)
-class StreamFilter:
-    """What a connection follows: tasks AND conversations AND kinds."""
-
-    task_ids: frozenset[uuid.UUID] = frozenset()
-    conversation_ids: frozenset[uuid.UUID] = frozenset()
-    kinds: frozenset[str] = frozenset()
-
-    @property
-    def key(self) -> tuple:
-        return (
-            tuple(sorted(map(str, self.task_ids))),
-            tuple(sorted(map(str, self.conversation_ids))),
-            tuple(sorted(self.kinds)),
-        )
-
-    def may_match(self, ring: dict[str, Any]) -> bool:
-        """Whether a ring can concern this filter (kinds are not in rings)."""
-        if self.task_ids and not self.task_ids & _uuids(ring.get("tasks")):
-            return False
-        return not (
-            self.conversation_ids
-            and not self.conversation_ids & _uuids(ring.get("conversations"))
-        )
-
-
-def _uuids(values: Any) -> set[uuid.UUID]:
-    found = set()
-    for value in values or ():
-        try:
-            found.add(uuid.UUID(str(value)))
-        except ValueError:
-            continue
-    return found
-
-
-_DATETIME = DateTimeField()
-
-
-def _event_json(event: Event) -> str:
-    """An event as a JSON object, the fields of `EventSerializer`, encoded once.
-
-    Built by hand: a serializer per event costs more than the rest of a read.
-    """
-    return json.dumps(
-        {
-            "id": str(event.uuid),
-            "position": event.position,
-            "kind": event.kind,
-            "task": None if event.task_id is None else str(event.task_id),
-            "conversation": (
-                None if event.conversation_id is None else str(event.conversation_id)
-            ),
-            "actor": {
-                "type": event.actor_type,
-                "id": event.actor_id,
-                "label": event.actor_label,
-            },
-            "correlation_id": event.correlation_id,
-            "payload": event.payload,
-            "occurred_at": _DATETIME.to_representation(event.occurred_at),
-            "recorded_at": _DATETIME.to_representation(event.recorded_at),
-        },
-        cls=DjangoJSONEncoder,
-        separators=(",", ":"),
-    )
-
-
-@dataclass
-class Page:
-    """Events ready to send, each encoded once, and the position reached.
-
-    Shared by every connection of the process at the same cursor, so each
-    frame is built once per read, not once per connection.
-    """
-
-    positions: list[int]
-    bodies: list[str]
-    reached: int
-
-    @functools.cached_property
-    def frames(self) -> list[str]:
-        """One `{"type": "event", ...}` frame per event."""
-        return ['{"type":"event",' + body[1:] for body in self.bodies]
-
-    @functools.cached_property
-    def batch(self) -> str:
-        """One `{"type": "events", "events": [...]}` frame for the whole page."""
-        return '{"type":"events","events":[' + ",".join(self.bodies) + "]}"
-
-
-def _read_page(project_id: int, after: int, stream: StreamFilter) -> Page:
-    events, reached = event_stream_page(
-        project_id=project_id,
-        after=after,
-        task_ids=stream.task_ids,
-        conversation_ids=stream.conversation_ids,
-        kinds=stream.kinds,
-        limit=PAGE_SIZE,
-    )
-    return Page(
-        positions=[event.position for event in events],
-        bodies=[_event_json(event) for event in events],
-        reached=reached,
-    )
-
-
-@dataclass
-class _Flights:
-    """Connections of a process at the same cursor share one read of a page."""
-
-    pending: dict[tuple, asyncio.Future] = field(default_factory=dict)
-
-    async def read(self, project_id: int, after: int, stream: StreamFilter) -> Page:
-        key = (id(asyncio.get_running_loop()), project_id, after, stream.key)
-        flight = self.pending.get(key)
-        if flight is None:
-            flight = asyncio.ensure_future(
-                _on_read_thread(_read_page)(project_id, after, stream)
-            )
-            self.pending[key] = flight
-            flight.add_done_callback(lambda _: self.pending.pop(key, None))
-        return await asyncio.shield(flight)
-
-
-_flights = _Flights()
 
 
 def _messages(detail: Any) -> list[str]:
@@ -284,7 +121,7 @@ class EventStreamConsumer(AsyncConsumer):
         self.cursor = 0
         self.accepted = False
         self.closing = False
-        self.joined = False
+        self.unsubscribe: Callable[[], Awaitable[None]] | None = None
         self.wake = asyncio.Event()
         self.auth_timer: asyncio.Task | None = None
         self.pump: asyncio.Task | None = None
@@ -292,34 +129,16 @@ class EventStreamConsumer(AsyncConsumer):
     # ASGI plumbing ---------------------------------------------------------
 
     async def __call__(self, scope, receive, send):
-        # As AsyncConsumer.__call__, except that a channel layer error (Redis
-        # down) does not end the connection: the stream goes on by polling
-        # and rejoins its group when the layer is back.
+        # As AsyncConsumer.__call__, without a channel of its own: rings come
+        # through the process's doorbell.
         self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.base_send = send
-        sources: list[Callable] = [receive]
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-            sources.append(self._receive_ring)
         try:
-            await await_many_dispatch(sources, self.dispatch)
+            await await_many_dispatch([receive], self.dispatch)
         except StopConsumer:
             pass
         finally:
             await self._stop()
-
-    async def _receive_ring(self) -> dict[str, Any]:
-        while True:
-            try:
-                return await self.channel_layer.receive(self.channel_name)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if self.joined:
-                    logger.warning("channel layer receive failed", exc_info=True)
-                self.joined = False
-                await asyncio.sleep(_LAYER_RETRY_SECONDS)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # AsyncConsumer.dispatch closes stale connections on a thread before
@@ -351,7 +170,7 @@ class EventStreamConsumer(AsyncConsumer):
             return
         user = self.scope.get("user")
         if user is not None and user.is_authenticated and user.is_staff:
-            principal = await _on_read_thread(_staff_principal)(user)
+            principal = await on_read_thread(_staff_principal)(user)
             await self._start(principal)
             return
         self.auth_timer = asyncio.ensure_future(self._auth_deadline())
@@ -389,10 +208,8 @@ class EventStreamConsumer(AsyncConsumer):
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         raise StopConsumer()
 
-    async def events_appended(self, message: dict[str, Any]) -> None:
+    def _ring(self, message: dict[str, Any]) -> None:
         """A ring: read the log now if the ring can concern this stream."""
-        if self.pump is None:
-            return
         if message.get("position", 0) > self.cursor and self.stream.may_match(message):
             self.wake.set()
 
@@ -414,7 +231,7 @@ class EventStreamConsumer(AsyncConsumer):
             # Credentials arrived in time, however long checking them takes.
             self.auth_timer.cancel()
         try:
-            principal = await _on_read_thread(_authenticate_key)(secret)
+            principal = await on_read_thread(_authenticate_key)(secret)
         except NotFound:
             await self._refuse("Invalid, revoked or expired API key.")
             return
@@ -434,7 +251,7 @@ class EventStreamConsumer(AsyncConsumer):
             )
             return
         project_id = principal.project.pk
-        foreign = await _on_read_thread(event_foreign_object_ids)(
+        foreign = await on_read_thread(event_foreign_object_ids)(
             project_id=project_id,
             task_ids=self.stream.task_ids,
             conversation_ids=self.stream.conversation_ids,
@@ -448,28 +265,15 @@ class EventStreamConsumer(AsyncConsumer):
             )
             return
         self.principal = principal
-        await self._join()
+        # Subscribed before the head is read, so no ring after it is missed.
+        self.unsubscribe = doorbell.subscribe(project_id=project_id, on_ring=self._ring)
         if self.after is None:
-            self.after = await _on_read_thread(event_latest_position)(
+            self.after = await on_read_thread(event_latest_position)(
                 project_id=project_id
             )
         self.cursor = self.after
         await self._send_json({"type": "ready", "position": self.cursor})
         self.pump = asyncio.ensure_future(self._run_pump())
-
-    async def _join(self) -> None:
-        if self.channel_layer is None or self.principal is None:
-            return
-        group = project_group(self.principal.project.pk)
-        try:
-            # Also renews the membership, which Redis expires after a day.
-            await self.channel_layer.group_add(group, self.channel_name)
-        except Exception:
-            if self.joined:
-                logger.warning("joining %s failed", group, exc_info=True)
-            self.joined = False
-        else:
-            self.joined = True
 
     # Delivery --------------------------------------------------------------
 
@@ -490,14 +294,10 @@ class EventStreamConsumer(AsyncConsumer):
                 return
             now = loop.time()
             if now >= heartbeat_due:
-                if not self.joined:
-                    await self._join()
                 await self._send_json({"type": "heartbeat", "position": self.cursor})
                 heartbeat_due = now + settings.STREAM_HEARTBEAT_SECONDS
             if now >= poll_due:
                 poll_due = now + settings.STREAM_POLL_SECONDS
-                if not self.joined:
-                    await self._join()
             timeout = max(0.0, min(heartbeat_due, poll_due) - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
@@ -505,37 +305,36 @@ class EventStreamConsumer(AsyncConsumer):
     async def _deliver(self) -> None:
         """Send every matching event after the cursor, page by page.
 
-        One frame per event, or in batch mode one frame per page.
+        One frame per event, or in batch mode one frame per page; under
+        daphne the page's frames go out in one write, framed once for every
+        connection at the same cursor.
         """
         project_id = self.principal.project.pk
+        wire: Wire | None = self.scope.get(WIRE_SCOPE_KEY)
         while not self.closing:
-            page = await _flights.read(project_id, self.cursor, self.stream)
-            if self.batch:
-                if page.positions:
-                    await self.send({"type": "websocket.send", "text": page.batch})
-                    self.cursor = page.positions[-1]
-            else:
-                for position, frame in zip(page.positions, page.frames, strict=True):
-                    await self.send({"type": "websocket.send", "text": frame})
-                    self.cursor = position
+            page = await flights.read(project_id, self.cursor, self.stream)
+            if page.positions:
+                framed = page.framed_batch if self.batch else page.framed
+                if wire is None or not wire.write(framed):
+                    for text in [page.batch] if self.batch else page.frames:
+                        await self.send({"type": "websocket.send", "text": text})
+                self.cursor = page.positions[-1]
             self.cursor = max(self.cursor, page.reached)
-            if not await self._drained():
+            if not await self._drained(wire):
                 return
-            if len(page.positions) < PAGE_SIZE:
+            if not page.full:
                 return
 
-    def _buffered_bytes(self) -> int:
-        probe = self.scope.get(SEND_BUFFER_SCOPE_KEY)
-        return probe() if probe is not None else 0
-
-    async def _drained(self) -> bool:
+    async def _drained(self, wire: Wire | None) -> bool:
         """Wait while the client is not reading; False once it lags too far."""
+        if wire is None:
+            return True
         limit = settings.STREAM_MAX_SEND_BUFFER_BYTES
         checked = 0.0
-        while self._buffered_bytes() > limit:
+        while wire.buffered() > limit:
             if time.monotonic() - checked > settings.STREAM_POLL_SECONDS:
                 checked = time.monotonic()
-                latest = await _on_read_thread(event_latest_position)(
+                latest = await on_read_thread(event_latest_position)(
                     project_id=self.principal.project.pk
                 )
                 if latest - self.cursor > settings.STREAM_MAX_BUFFERED_EVENTS:
@@ -596,10 +395,6 @@ class EventStreamConsumer(AsyncConsumer):
         if self.accepted:
             self.accepted = False
             WEBSOCKET_CONNECTIONS.dec()
-        if self.joined and self.principal is not None:
-            try:
-                await self.channel_layer.group_discard(
-                    project_group(self.principal.project.pk), self.channel_name
-                )
-            except Exception:
-                logger.debug("leaving the group failed", exc_info=True)
+        if self.unsubscribe is not None:
+            await self.unsubscribe()
+            self.unsubscribe = None
