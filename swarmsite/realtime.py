@@ -17,6 +17,7 @@ from swarmsite.metrics import NOTIFICATION_FAILURES
 
 logger = logging.getLogger(__name__)
 
+
 def project_group(project_id: int) -> str:
     """Channel-layer group that rings for every event of a project."""
     return f"project.{project_id}"

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -326,27 +325,40 @@ class EventStreamConsumer(AsyncConsumer):
                 return
 
     async def _drained(self, wire: Wire | None) -> bool:
-        """Wait while the client is not reading; False once it lags too far."""
+        """Wait while the client is not reading; False once it stalls behind.
+
+        Stalled behind: more than `STREAM_MAX_BUFFERED_EVENTS` events from
+        the head of the log, and nothing taken from its buffer for
+        `STREAM_POLL_SECONDS`. A client still reading, however slowly and
+        however long the log it replays, goes on: it never holds more than
+        the buffer limit and a page.
+        """
         if wire is None:
             return True
+        loop = asyncio.get_running_loop()
         limit = settings.STREAM_MAX_SEND_BUFFER_BYTES
-        checked = 0.0
-        while wire.buffered() > limit:
-            if time.monotonic() - checked > settings.STREAM_POLL_SECONDS:
-                checked = time.monotonic()
+        check_at, buffered_before = 0.0, None
+        while (buffered := wire.buffered()) > limit:
+            if loop.time() >= check_at:
+                check_at = loop.time() + settings.STREAM_POLL_SECONDS
                 latest = await on_read_thread(event_latest_position)(
                     project_id=self.principal.project.pk
                 )
-                if latest - self.cursor > settings.STREAM_MAX_BUFFERED_EVENTS:
+                if (
+                    latest - self.cursor > settings.STREAM_MAX_BUFFERED_EVENTS
+                    and buffered_before is not None
+                    and buffered >= buffered_before
+                ):
                     await self._close(
                         CLOSE_LAGGING,
                         "lagging",
-                        f"The client fell more than "
+                        f"The client stopped reading more than "
                         f"{settings.STREAM_MAX_BUFFERED_EVENTS} events behind; "
                         f"reconnect with after={self.cursor}.",
                         position=self.cursor,
                     )
                     return False
+                buffered_before = buffered
             await asyncio.sleep(_DRAIN_CHECK_SECONDS)
         return True
 

@@ -453,6 +453,52 @@ async def test_client_that_stops_reading_is_told_it_lags_and_closed_4429(
     assert error["position"] == stored[-1].position
 
 
+class _DrainingWire:
+    """A wire whose client reads slowly: its buffer empties over a few checks."""
+
+    def __init__(self) -> None:
+        self.queued = 0
+
+    def buffered(self) -> int:
+        self.queued = max(0, self.queued - 1)
+        return self.queued * 1_000_000
+
+    def write(self, frames: bytes) -> bool:
+        # Each page overfills the buffer; frames still go through ASGI.
+        self.queued = 4
+        return False
+
+
+class _SlowClient:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        scope = {**scope, WIRE_SCOPE_KEY: _DrainingWire()}
+        return await self.app(scope, receive, send)
+
+
+async def test_client_replaying_far_behind_while_still_reading_is_not_closed(
+    project, stream_settings, monkeypatch
+):
+    monkeypatch.setattr(pages, "PAGE_SIZE", 2)
+    stream_settings.STREAM_MAX_SEND_BUFFER_BYTES = 1_000_000
+    stream_settings.STREAM_MAX_BUFFERED_EVENTS = 3
+    stream_settings.STREAM_POLL_SECONDS = 0.01
+    stored = [await note(project) for _ in range(10)]
+    secret = await database_sync_to_async(_secret)(project)
+    communicator = await _open(
+        f"{PATH}?after=0", _bearer(secret), app=_SlowClient(application)
+    )
+    await _ready(communicator)
+    # Every page waits for the buffer to drain, far more than 3 events
+    # behind, and the stream goes on because the client keeps reading.
+    assert [f["position"] for f in await _events(communicator, 10)] == [
+        e.position for e in stored
+    ]
+    await communicator.disconnect()
+
+
 async def test_open_connections_are_counted(project):
     before = metrics.WEBSOCKET_CONNECTIONS._value.get()
     secret = await database_sync_to_async(_secret)(project)
@@ -600,9 +646,7 @@ async def test_stream_read_threads_hold_no_connection_between_reads(project):
     # Every read thread at once, so each answers for itself.
     barrier = threading.Barrier(pages.READ_THREADS)
     checks = [
-        asyncio.wrap_future(
-            pages._read_threads.submit(_holds_a_connection, barrier)
-        )
+        asyncio.wrap_future(pages._read_threads.submit(_holds_a_connection, barrier))
         for _ in range(pages.READ_THREADS)
     ]
     assert await asyncio.gather(*checks) == [False] * pages.READ_THREADS

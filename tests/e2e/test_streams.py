@@ -7,6 +7,7 @@ holds for its filter: same positions, same order, nothing twice.
 import asyncio
 import json
 import random
+import socket
 import threading
 import time
 import uuid
@@ -177,6 +178,68 @@ async def test_every_subscriber_ends_complete_when_the_layer_drops_a_fifth(
     assert len(expected) == 200
     for received in results:
         assert received == expected
+
+
+async def test_stalled_client_is_cut_off_and_never_holds_back_another(tmp_path):
+    with stack(
+        tmp_path,
+        STREAM_MAX_SEND_BUFFER_BYTES="32768",
+        STREAM_MAX_BUFFERED_EVENTS="200",
+        STREAM_POLL_SECONDS="0.2",
+    ) as ([server], key, _):
+        url = f"{server.ws_url}?after=0&kind=e2e"
+        # A client that stops reading: a small socket buffer, set before
+        # connecting so the TCP window stays small, and websockets stops
+        # taking frames from the socket while one waits unread. The log
+        # outgrows what the kernel buffers (4 MB here) five times over.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        stalled = await connect(
+            url, sock=sock, additional_headers=_auth(key), max_queue=1
+        )
+        follower = await connect(url, additional_headers=_auth(key))
+        api = Http(server.port, key)
+        item = {
+            "type": "event",
+            "data": {"kind": "e2e", "payload": {"pad": "x" * 10_000}},
+        }
+
+        def write() -> None:
+            for _ in range(20):
+                status, body = api.request(
+                    "POST", "/api/v1/ingest/", {"items": [item] * 100}
+                )
+                assert status == 200, body
+
+        received: list[int] = []
+
+        async def follow() -> None:
+            while len(received) < 2000:
+                frame = json.loads(await asyncio.wait_for(follower.recv(), 20))
+                received.extend(_positions(frame))
+
+        await asyncio.gather(asyncio.to_thread(write), follow())
+        await follower.close()
+        expected = api.positions("&kind=e2e")
+        # The server gave up on the stalled client: reading now finds part
+        # of what was queued for it, then the end of the connection (a
+        # client that cannot take the close frame in time is dropped).
+        got: list[int] = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                frame = json.loads(await asyncio.wait_for(stalled.recv(), 10))
+                got += _positions(frame)
+        assert 0 < len(got) < len(expected)
+        # Resuming after the last position received completes the log.
+        async with connect(
+            f"{url.replace('after=0', f'after={got[-1]}')}",
+            additional_headers=_auth(key),
+        ) as ws:
+            await _read_until(ws, got, expected[-1])
+    assert len(expected) == 2000
+    assert received == expected
+    assert got == expected
 
 
 def _rollback_then_commit() -> str:
