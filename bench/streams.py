@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def _subscribe(urls: list[str], key: str, seconds: float, out) -> None:
                 async with asyncio.timeout(stop - time.time()):
                     async for message in ws:
                         now = time.time()
+                        assert message.type is aiohttp.WSMsgType.TEXT, message
                         stamps = RECORDED_AT.findall(message.data)
                         count += len(stamps)
                         for stamp in stamps:
@@ -120,14 +122,16 @@ def _write(ports: list[int], key: str, stop: threading.Event, sent: list) -> Non
             with lock:
                 sent[0] += BATCH
 
-    threads = [
-        threading.Thread(target=post, args=(Http(ports[i % len(ports)], key),))
-        for i in range(WRITERS)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(WRITERS) as pool:
+        posting = [
+            pool.submit(post, Http(ports[i % len(ports)], key)) for i in range(WRITERS)
+        ]
+        try:
+            for future in posting:
+                future.result()
+        finally:
+            # One writer failing stops the others too.
+            stop.set()
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -154,10 +158,8 @@ def run(
         client.start()
     time.sleep(1.0)
     stop, sent = threading.Event(), [0]
-    writer = threading.Thread(
-        target=_write, args=([s.port for s in servers], key, stop, sent)
-    )
-    writer.start()
+    writer = ThreadPoolExecutor(1)
+    writing = writer.submit(_write, [s.port for s in servers], key, stop, sent)
     began = time.monotonic()
     latencies, counts = [], []
     for _ in clients:
@@ -165,7 +167,8 @@ def run(
         latencies += lats
         counts += cnts
     stop.set()
-    writer.join()
+    writing.result()
+    writer.shutdown()
     rate = sent[0] / (time.monotonic() - began)
     for client in clients:
         client.join()

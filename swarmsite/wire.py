@@ -58,16 +58,21 @@ class Wire:
             + getattr(transport, "_tempDataLen", 0)
         )
 
+    @property
+    def open(self) -> bool:
+        """False once closing: autobahn then refuses frames, ASGI's included."""
+        return self.protocol.state == self.protocol.STATE_OPEN
+
     def write(self, frames: bytes) -> bool:
         """Write already framed bytes; False when only ASGI `send` may be used.
 
-        That is when the connection is not open (closing, or closed), when a
-        compression extension was negotiated (frames would need deflating),
-        or when autobahn queues frames of its own, which must go first.
+        That is when the connection is not open, when a compression
+        extension was negotiated (frames would need deflating), or when
+        autobahn queues frames of its own, which must go first.
         """
         protocol = self.protocol
         if (
-            protocol.state != protocol.STATE_OPEN
+            not self.open
             or getattr(protocol, "_perMessageCompress", None) is not None
             or getattr(protocol, "send_queue", None)
         ):

@@ -265,7 +265,9 @@ class EventStreamConsumer(AsyncConsumer):
             return
         self.principal = principal
         # Subscribed before the head is read, so no ring after it is missed.
-        self.unsubscribe = doorbell.subscribe(project_id=project_id, on_ring=self._ring)
+        self.unsubscribe = await doorbell.subscribe(
+            project_id=project_id, on_ring=self._ring
+        )
         if self.after is None:
             self.after = await on_read_thread(event_latest_position)(
                 project_id=project_id
@@ -280,7 +282,8 @@ class EventStreamConsumer(AsyncConsumer):
         loop = asyncio.get_running_loop()
         heartbeat_due = loop.time() + settings.STREAM_HEARTBEAT_SECONDS
         poll_due = loop.time() + settings.STREAM_POLL_SECONDS
-        while not self.closing:
+        wire: Wire | None = self.scope.get(WIRE_SCOPE_KEY)
+        while not self.closing and self._open(wire):
             self.wake.clear()
             try:
                 await self._deliver()
@@ -289,7 +292,7 @@ class EventStreamConsumer(AsyncConsumer):
             except Exception:
                 # The database may be restarting: try again at the next tick.
                 logger.warning("stream read failed", exc_info=True)
-            if self.closing:
+            if self.closing or not self._open(wire):
                 return
             now = loop.time()
             if now >= heartbeat_due:
@@ -304,50 +307,58 @@ class EventStreamConsumer(AsyncConsumer):
     async def _deliver(self) -> None:
         """Send every matching event after the cursor, page by page.
 
-        One frame per event, or in batch mode one frame per page; under
-        daphne the page's frames go out in one write, framed once for every
-        connection at the same cursor.
+        One frame per event, or in batch mode a frame per page (or per
+        megabyte of it); under daphne the page's frames go out in one
+        write, framed once for every connection at the same cursor.
         """
         project_id = self.principal.project.pk
         wire: Wire | None = self.scope.get(WIRE_SCOPE_KEY)
-        while not self.closing:
+        while not self.closing and self._open(wire):
             page = await flights.read(project_id, self.cursor, self.stream)
-            if page.positions:
-                framed = page.framed_batch if self.batch else page.framed
+            if page.positions and self._open(wire):
+                framed = page.framed_batches if self.batch else page.framed
                 if wire is None or not wire.write(framed):
-                    for text in [page.batch] if self.batch else page.frames:
+                    for position, text in page.batches if self.batch else page.frames:
                         await self.send({"type": "websocket.send", "text": text})
-                self.cursor = page.positions[-1]
+                        self.cursor = position
+                self.cursor = max(self.cursor, page.positions[-1])
             self.cursor = max(self.cursor, page.reached)
             if not await self._drained(wire):
                 return
             if not page.full:
                 return
 
+    @staticmethod
+    def _open(wire: Wire | None) -> bool:
+        """False once the connection is closing: sending would raise."""
+        return wire is None or wire.open
+
     async def _drained(self, wire: Wire | None) -> bool:
         """Wait while the client is not reading; False once it stalls behind.
 
         Stalled behind: more than `STREAM_MAX_BUFFERED_EVENTS` events from
-        the head of the log, and nothing taken from its buffer for
-        `STREAM_POLL_SECONDS`. A client still reading, however slowly and
-        however long the log it replays, goes on: it never holds more than
-        the buffer limit and a page.
+        the head of the log, with nothing taken from its buffer for
+        `STREAM_POLL_SECONDS`. A client that keeps taking its frames, as one
+        replaying a long log does, goes on, whatever the size of the events.
         """
         if wire is None:
             return True
         loop = asyncio.get_running_loop()
         limit = settings.STREAM_MAX_SEND_BUFFER_BYTES
-        check_at, buffered_before = 0.0, None
+        check_at, checked, taken, before = 0.0, False, False, None
         while (buffered := wire.buffered()) > limit:
+            taken = taken or (before is not None and buffered < before)
+            before = buffered
             if loop.time() >= check_at:
                 check_at = loop.time() + settings.STREAM_POLL_SECONDS
                 latest = await on_read_thread(event_latest_position)(
                     project_id=self.principal.project.pk
                 )
+                behind = latest - self.cursor
                 if (
-                    latest - self.cursor > settings.STREAM_MAX_BUFFERED_EVENTS
-                    and buffered_before is not None
-                    and buffered >= buffered_before
+                    checked
+                    and not taken
+                    and behind > settings.STREAM_MAX_BUFFERED_EVENTS
                 ):
                     await self._close(
                         CLOSE_LAGGING,
@@ -358,7 +369,7 @@ class EventStreamConsumer(AsyncConsumer):
                         position=self.cursor,
                     )
                     return False
-                buffered_before = buffered
+                checked, taken = True, False
             await asyncio.sleep(_DRAIN_CHECK_SECONDS)
         return True
 

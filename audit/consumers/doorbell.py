@@ -13,7 +13,6 @@ so a ring lost while the layer is down delays delivery and loses nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +25,10 @@ from swarmsite.realtime import project_group
 logger = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
+# How long a new stream waits for its process to join the group, so that a
+# commit right after it reads the head still rings it; a layer that is down
+# only delays the stream by this much (it polls meanwhile).
+JOIN_WAIT_SECONDS = 1.0
 
 Ring = Callable[[dict[str, Any]], None]
 
@@ -38,35 +41,45 @@ class _Listener:
         self.group = project_group(project_id)
         self.streams: set[Ring] = set()
         self.channel: str | None = None
+        self.joined = asyncio.Event()
         self.task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        healthy = True
-        renew_at = 0.0
+        self.channel = await self.layer.new_channel()
+        # Two loops: renewing must not cancel a receive, which channels_redis
+        # cannot always do without losing a message.
+        await asyncio.gather(self._membership(), self._receive())
+
+    async def _membership(self) -> None:
+        """Join, then renew: Redis expires a membership after a day, and
+        forgets it in a restart without persistence."""
+        failing = False
         while True:
             try:
-                if self.channel is None:
-                    self.channel = await self.layer.new_channel()
-                if loop.time() >= renew_at:
-                    # Joins, or renews a membership Redis expires after a day
-                    # or lost in a restart.
-                    await self.layer.group_add(self.group, self.channel)
-                    renew_at = loop.time() + settings.STREAM_HEARTBEAT_SECONDS
-                    healthy = True
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout_at(renew_at):
-                        self._ring(await self.layer.receive(self.channel))
-            except asyncio.CancelledError:
-                raise
+                await self.layer.group_add(self.group, self.channel)
             except Exception:
-                if healthy:
-                    logger.warning(
-                        "channel layer failed: %s", self.group, exc_info=True
-                    )
-                healthy = False
-                renew_at = 0.0
+                if not failing:
+                    logger.warning("joining %s failed", self.group, exc_info=True)
+                failing = True
                 await asyncio.sleep(RETRY_SECONDS)
+                continue
+            failing = False
+            self.joined.set()
+            await asyncio.sleep(settings.STREAM_HEARTBEAT_SECONDS)
+
+    async def _receive(self) -> None:
+        failing = False
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except Exception:
+                if not failing:
+                    logger.warning("receiving for %s failed", self.group, exc_info=True)
+                failing = True
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            failing = False
+            self._ring(message)
 
     def _ring(self, message: dict[str, Any]) -> None:
         for stream in list(self.streams):
@@ -77,8 +90,8 @@ class _Listener:
 
     async def stop(self) -> None:
         self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        # Not `await self.task`: its CancelledError would hide one of ours.
+        await asyncio.wait([self.task])
         if self.channel is not None:
             try:
                 await self.layer.group_discard(self.group, self.channel)
@@ -89,11 +102,13 @@ class _Listener:
 _listeners: dict[tuple, _Listener] = {}
 
 
-def subscribe(*, project_id: int, on_ring: Ring) -> Callable[[], Awaitable[None]]:
+async def subscribe(*, project_id: int, on_ring: Ring) -> Callable[[], Awaitable[None]]:
     """Call `on_ring(message)` on the event loop for each ring of the project.
 
-    Returns the coroutine function that unsubscribes; the last stream of a
-    project ends its listener. Without a channel layer streams only poll.
+    Returns once the process is in the project's group (or after
+    `JOIN_WAIT_SECONDS` if the layer is down), with the coroutine function
+    that unsubscribes; the last stream of a project ends its listener.
+    Without a channel layer streams only poll.
     """
     layer = get_channel_layer()
     if layer is None:
@@ -110,6 +125,14 @@ def subscribe(*, project_id: int, on_ring: Ring) -> Callable[[], Awaitable[None]
             del _listeners[key]
             await listener.stop()
 
+    try:
+        async with asyncio.timeout(JOIN_WAIT_SECONDS):
+            await listener.joined.wait()
+    except TimeoutError:
+        pass
+    except asyncio.CancelledError:
+        await unsubscribe()
+        raise
     return unsubscribe
 
 

@@ -27,6 +27,9 @@ from audit.selectors import event_stream_page
 from swarmsite.wire import text_frame
 
 PAGE_SIZE = 500
+# Under the 1 MiB message limit of daphne and of most client libraries
+# (event JSON is ASCII, so characters are bytes).
+BATCH_FRAME_BYTES = 1_000_000
 READ_THREADS = 4
 
 _read_threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="stream-read")
@@ -135,24 +138,44 @@ class Page:
     full: bool
 
     @functools.cached_property
-    def frames(self) -> list[str]:
-        """One `{"type": "event", ...}` frame per event."""
-        return ['{"type":"event",' + body[1:] for body in self.bodies]
+    def frames(self) -> list[tuple[int, str]]:
+        """`{"type": "event", ...}` frames, one per event, with its position."""
+        return [
+            (position, '{"type":"event",' + body[1:])
+            for position, body in zip(self.positions, self.bodies, strict=True)
+        ]
 
     @functools.cached_property
-    def batch(self) -> str:
-        """One `{"type": "events", "events": [...]}` frame for the whole page."""
-        return '{"type":"events","events":[' + ",".join(self.bodies) + "]}"
+    def batches(self) -> list[tuple[int, str]]:
+        """`{"type": "events", "events": [...]}` frames, with their last position.
+
+        As few as fit under `BATCH_FRAME_BYTES` each; an event larger than
+        that alone goes in a frame of its own.
+        """
+        batches: list[tuple[int, str]] = []
+        start, size = 0, 0
+        for end, body in enumerate(self.bodies):
+            if end > start and size + len(body) > BATCH_FRAME_BYTES:
+                batches.append(self._batch(start, end))
+                start, size = end, 0
+            size += len(body) + 1
+        if self.bodies:
+            batches.append(self._batch(start, len(self.bodies)))
+        return batches
+
+    def _batch(self, start: int, end: int) -> tuple[int, str]:
+        events = ",".join(self.bodies[start:end])
+        return self.positions[end - 1], '{"type":"events","events":[' + events + "]}"
 
     @functools.cached_property
     def framed(self) -> bytes:
         """`frames` as WebSocket frames on the wire, for a direct write."""
-        return b"".join(map(text_frame, self.frames))
+        return b"".join(text_frame(text) for _, text in self.frames)
 
     @functools.cached_property
-    def framed_batch(self) -> bytes:
-        """`batch` as a WebSocket frame on the wire, for a direct write."""
-        return text_frame(self.batch)
+    def framed_batches(self) -> bytes:
+        """`batches` as WebSocket frames on the wire, for a direct write."""
+        return b"".join(text_frame(text) for _, text in self.batches)
 
 
 def _read_page(project_id: int, after: int, stream: StreamFilter) -> Page:

@@ -411,6 +411,8 @@ class _FullWire:
     It declines direct writes, so frames still reach the communicator.
     """
 
+    open = True
+
     def buffered(self) -> int:
         return 10_000_000
 
@@ -455,6 +457,8 @@ async def test_client_that_stops_reading_is_told_it_lags_and_closed_4429(
 
 class _DrainingWire:
     """A wire whose client reads slowly: its buffer empties over a few checks."""
+
+    open = True
 
     def __init__(self) -> None:
         self.queued = 0
@@ -588,6 +592,29 @@ async def test_batch_frame_holds_at_most_a_page_of_events(project, monkeypatch):
         [stored[0].position, stored[1].position],
         [stored[2].position, stored[3].position],
         [stored[4].position],
+    ]
+    await communicator.disconnect()
+
+
+async def test_batch_frames_stay_under_the_byte_cap_but_for_a_lone_large_event(
+    project, monkeypatch
+):
+    stored = [await note(project) for _ in range(5)]
+    size = len(json.dumps(EventSerializer(stored[0]).data, separators=(",", ":")))
+    # Room for two events a frame, and less than one for the large one.
+    monkeypatch.setattr(pages, "BATCH_FRAME_BYTES", 2 * size + 20)
+    large = await database_sync_to_async(audit_custom_event_create)(
+        project_id=project.pk, kind="note", payload={"pad": "x" * (3 * size)}
+    )
+    secret = await database_sync_to_async(_secret)(project)
+    communicator = await _open(f"{PATH}?after=0&batch=1", _bearer(secret))
+    await _ready(communicator)
+    batches = await _batches(communicator, 6)
+    assert [[e["position"] for e in b] for b in batches] == [
+        [stored[0].position, stored[1].position],
+        [stored[2].position, stored[3].position],
+        [stored[4].position],
+        [large.position],
     ]
     await communicator.disconnect()
 

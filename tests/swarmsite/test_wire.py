@@ -2,7 +2,8 @@ import functools
 
 import pytest
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from twisted.internet.testing import StringTransport
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.testing import MemoryReactor, StringTransport
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
@@ -74,28 +75,29 @@ async def test_wire_writes_frames_to_an_open_connection_in_one_write():
 async def test_wire_declines_a_closing_connection():
     protocol, transport = _open_protocol()
     wire = await _wire_of(protocol)
+    assert wire.open
     protocol.sendClose(code=1000)
     transport.clear()
+    assert not wire.open
     assert not wire.write(text_frame("late"))
     assert transport.value() == b""
 
 
-async def test_wire_declines_while_autobahn_queues_frames_of_its_own():
-    protocol, transport = _open_protocol()
+class SlowSocketTransport(FileDescriptor):
+    """Twisted's own write buffering, over a socket that takes 50 bytes a write."""
+
+    def writeSomeData(self, data: bytes) -> int:
+        return min(len(data), 50)
+
+
+async def test_wire_reports_what_the_socket_has_not_taken():
+    protocol, _ = _open_protocol()
+    protocol.transport = SlowSocketTransport(reactor=MemoryReactor())
+    protocol.transport.connected = True
     wire = await _wire_of(protocol)
-    protocol.send_queue.append((b"queued", False))
-    assert not wire.write(text_frame("after"))
-    assert transport.value() == b""
-
-
-async def test_no_wire_outside_daphne():
-    async def send(message):
-        pass
-
-    scopes = []
-
-    async def app(scope, receive, send):
-        scopes.append(scope)
-
-    await DaphneWire(app)({"type": "websocket"}, None, send)
-    assert WIRE_SCOPE_KEY not in scopes[0]
+    assert wire.buffered() == 0
+    protocol.transport.write(b"x" * 100)
+    protocol.transport.write(b"y" * 20)
+    assert wire.buffered() == 120
+    protocol.transport.doWrite()
+    assert wire.buffered() == 70
