@@ -141,8 +141,8 @@ class EventStreamConsumer(AsyncConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # AsyncConsumer.dispatch closes stale connections on a thread before
-        # every message; reads here run in _on_read_thread, which
-        # already does, and a ring must cost no thread hop.
+        # every message; reads here run through pages.on_read_thread, which
+        # already does, and a message must cost no thread hop.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
