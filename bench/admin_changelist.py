@@ -18,7 +18,8 @@ import re
 import statistics
 import sys
 import time
-from urllib.parse import urlsplit, urlunsplit
+
+from bench import database
 
 BENCH_DB = "swarmsite_bench_admin"
 SMALL = 1_000
@@ -27,31 +28,6 @@ CHUNK = 250_000
 WARMUP = 2
 RUNS = 7
 GOAL = 2.0
-
-
-def _create_database(url: str) -> str:
-    """Create an empty bench database; return its URL."""
-    import psycopg
-
-    parts = urlsplit(url)
-    admin_url = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    return urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
-
-
-def _drop_database(url: str) -> None:
-    import psycopg
-    from django.db import connections
-
-    for connection in connections.all():
-        connection.close()
-        if hasattr(connection, "close_pool"):
-            connection.close_pool()
-    admin_url = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
 
 
 def _execute(sql: str, params: list | None = None) -> None:
@@ -165,7 +141,7 @@ def main(argv: list[str]) -> int:
         return 0
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "swarmsite.settings")
     os.environ.setdefault("DJANGO_DEBUG", "true")
-    bench_url = _create_database(url)
+    bench_url = database.create(url, BENCH_DB)
     os.environ["DATABASE_URL"] = bench_url
 
     import django
@@ -238,7 +214,7 @@ def main(argv: list[str]) -> int:
         if "--keep" in argv:
             print(f"Kept the database {BENCH_DB}.")
         else:
-            _drop_database(bench_url)
+            database.drop(bench_url, BENCH_DB)
 
 
 if __name__ == "__main__":

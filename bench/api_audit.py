@@ -19,66 +19,15 @@ import http.client
 import multiprocessing
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-BENCH_DB = "swarmsite_bench_api_audit"
 PATH = "/api/v1/tasks/"
 TASKS = 50
 GOAL = 0.5
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _database(url: str, tmp: Path) -> str:
-    if not url.startswith(("postgres://", "postgresql://")):
-        return f"sqlite:///{tmp / 'bench.sqlite3'}"
-    import psycopg
-
-    admin = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    return urlunsplit(urlsplit(url)._replace(path=f"/{BENCH_DB}"))
-
-
-def _drop(url: str) -> None:
-    if not url.startswith(("postgres://", "postgresql://")):
-        return
-    import psycopg
-
-    admin = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-
-
-def _manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{done.stderr}")
-    return done.stdout
 
 
 SEED = f"""
@@ -97,36 +46,6 @@ project = Project.objects.get(slug="default")
 print(AuditLog.objects.filter(action="api.request").count())
 print(audit_chain_verify(project_id=project.pk).intact)
 """
-
-
-def _serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
-    with log.open("ab") as out:
-        server = subprocess.Popen(
-            [
-                str(BIN / "daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "swarmsite.asgi:application",
-            ],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"daphne exited:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                return server, port
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit(f"daphne never answered:\n{log.read_text()}")
 
 
 def _client(port: int, key: str, seconds: float, threads: int, out) -> None:
@@ -188,9 +107,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="swarmsite-bench-") as tmp_name:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "swarmsite.settings")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import django
+
+    django.setup()
+    from tests.e2e.stack import Daphne, fresh_database, manage
+
+    with (
+        tempfile.TemporaryDirectory(prefix="swarmsite-bench-") as tmp_name,
+        fresh_database(Path(tmp_name)) as database_url,
+    ):
         tmp = Path(tmp_name)
-        database_url = _database(os.environ.get("DATABASE_URL", ""), tmp)
         env = {
             k: v
             for k, v in os.environ.items()
@@ -209,52 +137,48 @@ def main(argv: list[str]) -> int:
             LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",
         )
-        try:
-            _manage(env, "migrate", "--noinput", "-v", "0")
-            key = _manage(
-                env, "create_api_key", "--project", "default", "--name", "bench"
-            ).splitlines()[-1]
-            _manage(env, "shell", "-c", SEED)
-            log = tmp / "daphne.log"
-            rates: dict[str, list[float]] = {"off": [], "on": []}
-            answered_on = 0
-            for _round in range(2):
-                for mode in ("off", "on"):
-                    server, port = _serve(
-                        env | {"AUDIT_REQUESTS": str(mode == "on").lower()}, log
-                    )
-                    try:
-                        _, warm = _load(port, key, 1.0, args.clients)
-                        rate, answered = _load(port, key, args.seconds, args.clients)
-                    finally:
-                        # SIGTERM: the server writes its queued records on exit.
-                        server.send_signal(signal.SIGTERM)
-                        server.wait(30)
-                    rates[mode].append(rate)
-                    if mode == "on":
-                        answered_on += warm + answered
-                    print(f"  audit {mode:<3} {rate:8.0f} requests/s", flush=True)
-            written, intact = _manage(env, "shell", "-c", COUNT).split()[-2:]
-            vendor = "PostgreSQL" if "postgres" in database_url else "SQLite"
-            best_off, best_on = max(rates["off"]), max(rates["on"])
-            ratio = best_on / best_off
-            print(
-                f"\nGET {PATH} ({TASKS} tasks) on daphne + {vendor}, "
-                f"{args.clients} keep-alive clients, {args.seconds:.0f} s runs:"
-            )
-            print(f"  without audit middleware {best_off:8.0f} requests/s")
-            print(f"  with audit middleware    {best_on:8.0f} requests/s")
-            print(f"  ratio with/without       {ratio:8.2f}")
-            print(
-                f"  api.request records: {written} of {answered_on} requests "
-                f"answered with audit on (chain intact: {intact})"
-            )
-            met = ratio > GOAL and int(written) == answered_on and intact == "True"
-            verdict = "met" if met else "MISSED"
-            print(f"Goal ratio > {GOAL}, every record written: {verdict}.")
-            return 0 if met else 1
-        finally:
-            _drop(database_url)
+        manage(env, "migrate", "--noinput", "-v", "0")
+        key = manage(
+            env, "create_api_key", "--project", "default", "--name", "bench"
+        ).splitlines()[-1]
+        manage(env, "shell", "-c", SEED)
+        log = tmp / "daphne.log"
+        rates: dict[str, list[float]] = {"off": [], "on": []}
+        answered_on = 0
+        for _round in range(2):
+            for mode in ("off", "on"):
+                server = Daphne(
+                    env | {"AUDIT_REQUESTS": str(mode == "on").lower()}, log
+                )
+                try:
+                    _, warm = _load(server.port, key, 1.0, args.clients)
+                    rate, answered = _load(server.port, key, args.seconds, args.clients)
+                finally:
+                    # SIGTERM: the server writes its queued records on exit.
+                    server.stop()
+                rates[mode].append(rate)
+                if mode == "on":
+                    answered_on += warm + answered
+                print(f"  audit {mode:<3} {rate:8.0f} requests/s", flush=True)
+        written, intact = manage(env, "shell", "-c", COUNT).split()[-2:]
+        vendor = "PostgreSQL" if "postgres" in database_url else "SQLite"
+        best_off, best_on = max(rates["off"]), max(rates["on"])
+        ratio = best_on / best_off
+        print(
+            f"\nGET {PATH} ({TASKS} tasks) on daphne + {vendor}, "
+            f"{args.clients} keep-alive clients, {args.seconds:.0f} s runs:"
+        )
+        print(f"  without audit middleware {best_off:8.0f} requests/s")
+        print(f"  with audit middleware    {best_on:8.0f} requests/s")
+        print(f"  ratio with/without       {ratio:8.2f}")
+        print(
+            f"  api.request records: {written} of {answered_on} requests "
+            f"answered with audit on (chain intact: {intact})"
+        )
+        met = ratio > GOAL and int(written) == answered_on and intact == "True"
+        verdict = "met" if met else "MISSED"
+        print(f"Goal ratio > {GOAL}, every record written: {verdict}.")
+        return 0 if met else 1
 
 
 if __name__ == "__main__":

@@ -20,15 +20,17 @@ import http.client
 import json
 import os
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bench import database
 
 BENCH_DB = "swarmsite_bench_ingest"
 CLIENTS = 4
@@ -58,40 +60,9 @@ EVENT_COLUMNS = (
 )
 
 
-def _admin_url(url: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
-
-
-def _create_database(url: str) -> str:
-    import psycopg
-
-    with psycopg.connect(_admin_url(url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    return urlunsplit(urlsplit(url)._replace(path=f"/{BENCH_DB}"))
-
-
-def _drop_database(url: str) -> None:
-    import psycopg
-    from django.db import connections
-
-    for connection in connections.all():
-        connection.close()
-        if hasattr(connection, "close_pool"):
-            connection.close_pool()
-    with psycopg.connect(_admin_url(url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_server(bench_url: str) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
-    env = os.environ | {
+def _server_env(bench_url: str) -> dict[str, str]:
+    """Production settings: DEBUG would keep every query in memory."""
+    return os.environ | {
         "DATABASE_URL": bench_url,
         "DJANGO_DEBUG": "false",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
@@ -99,34 +70,6 @@ def _start_server(bench_url: str) -> tuple[subprocess.Popen, int]:
         "DJANGO_SECURE_SSL_REDIRECT": "false",
         "API_THROTTLE_RATE": "1000000/minute",
     }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "swarmsite.asgi:application",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"daphne exited: {server.stderr.read().decode()[-2000:]}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return server, port
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("daphne did not answer /healthz within 30 s")
 
 
 def _event_rows(n: int, task_ids: list[uuid.UUID]) -> list[dict]:
@@ -368,7 +311,7 @@ def main(argv: list[str]) -> int:
         return 0
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "swarmsite.settings")
     os.environ.setdefault("DJANGO_DEBUG", "true")
-    bench_url = _create_database(url)
+    bench_url = database.create(url, BENCH_DB)
     os.environ["DATABASE_URL"] = bench_url
 
     import django
@@ -380,6 +323,7 @@ def main(argv: list[str]) -> int:
     from swarmsite.models import Project
     from swarmsite.services import api_key_create
     from tasks.services import task_create
+    from tests.e2e.stack import Daphne
 
     server = None
     try:
@@ -390,7 +334,9 @@ def main(argv: list[str]) -> int:
         task_ids = [
             task_create(project=project, title=f"t{i}")[0].pk for i in range(20)
         ]
-        server, port = _start_server(bench_url)
+        log = Path(tempfile.gettempdir()) / "swarmsite-bench-ingest-daphne.log"
+        server = Daphne(_server_env(bench_url), log)
+        port = server.port
 
         rate, written = _ingest_rate(port, key, task_ids)
         copy_rate = _copy_rate(project.pk, written, task_ids)
@@ -443,12 +389,11 @@ def main(argv: list[str]) -> int:
         return 0 if ingest_ok and list_ok else 1
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(10)
+            server.stop()
         if "--keep" in argv:
             print(f"Kept the database {BENCH_DB}.")
         else:
-            _drop_database(bench_url)
+            database.drop(bench_url, BENCH_DB)
 
 
 def _scalar(sql: str):

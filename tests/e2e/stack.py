@@ -106,9 +106,15 @@ def prepare(env: dict[str, str]) -> str:
 
 
 class Daphne:
-    """One daphne process on a free port, logging to a file."""
+    """One daphne process on a free port, logging to a file.
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    Ready once `ready_path` answers 200 (`/readyz` also waits for the
+    database).
+    """
+
+    def __init__(
+        self, env: dict[str, str], log: Path, ready_path: str = "/healthz"
+    ) -> None:
         self.port = free_port()
         self.log = log
         with log.open("ab") as out:
@@ -126,18 +132,22 @@ class Daphne:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        self.wait_ready()
+        self.wait_ready(ready_path)
 
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/v1/events/"
 
-    def wait_ready(self) -> None:
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, path: str = "/healthz") -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
             try:
-                status, _ = Http(self.port).request("GET", "/healthz")
+                status, _ = Http(self.port).request("GET", path)
             except OSError:
                 status = 0
             if status == 200:
@@ -145,7 +155,14 @@ class Daphne:
             time.sleep(0.1)
         raise AssertionError(f"daphne never answered:\n{self.log.read_text()}")
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
     def stop(self) -> None:
+        """SIGTERM, as a supervisor stops it: queued work is written first."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

@@ -7,15 +7,10 @@ a write through the services, SIGKILL, a second daphne, a read.
 import json
 import os
 import signal
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import BASE_DIR, BIN, free_port, fresh_database, manage
+from tests.e2e.stack import Daphne, Http, fresh_database, manage
 
 pytestmark = pytest.mark.slow
 
@@ -65,47 +60,6 @@ def shell(env: dict[str, str], code: str) -> dict:
     return json.loads(lines[-1][len(MARK) :])
 
 
-def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [
-                str(BIN / "daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "swarmsite.asgi:application",
-            ],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return process, port
-
-
-def wait_for(port: int, path: str, process: subprocess.Popen, log: Path) -> dict:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            url = f"http://127.0.0.1:{port}{path}"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return json.load(response)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{path} never answered 200:\n{log.read_text()}")
-
-
-def kill(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGKILL)
-    process.wait(10)
-
-
 def test_a_task_written_before_a_server_kill_is_there_after_restart(tmp_path):
     with fresh_database(tmp_path) as database_url:
         env = os.environ.copy()
@@ -120,20 +74,26 @@ def test_a_task_written_before_a_server_kill_is_there_after_restart(tmp_path):
         log = tmp_path / "daphne.log"
         manage(env, "migrate", "--noinput", "-v", "0")
 
-        server, port = start_server(env, log)
+        server = Daphne(env, log)
         try:
-            assert wait_for(port, "/healthz", server, log) == {"status": "ok"}
+            assert Http(server.port).request("GET", "/healthz") == (
+                200,
+                {"status": "ok"},
+            )
             task_id = shell(env, WRITE)["task"]
         finally:
-            kill(server)
-        assert server.returncode == -signal.SIGKILL
+            server.kill()
+        assert server.process.returncode == -signal.SIGKILL
 
-        server, port = start_server(env, log)
+        server = Daphne(env, log, ready_path="/readyz")
         try:
-            assert wait_for(port, "/readyz", server, log) == {"status": "ok"}
+            assert Http(server.port).request("GET", "/readyz") == (
+                200,
+                {"status": "ok"},
+            )
             stored = shell(env, read_script(task_id))
         finally:
-            kill(server)
+            server.kill()
 
     assert stored == {
         "title": "survives a restart",

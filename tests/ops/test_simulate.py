@@ -2,17 +2,11 @@
 
 import os
 import re
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from io import StringIO
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 
@@ -20,11 +14,9 @@ from audit.models import AuditLog, Event
 from conversations.models import Message
 from reports.selectors import project_stats, stats_window
 from tasks.models import AgentRun, Task, TaskDependency
-from tests.e2e.stack import free_port
+from tests.e2e.stack import Daphne
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-BASE_DIR = Path(settings.BASE_DIR)
 
 
 def _database_url() -> str:
@@ -39,7 +31,6 @@ def _database_url() -> str:
 @pytest.fixture
 def server(project, tmp_path) -> Iterator[str]:
     """A daphne process on a free port, on this test's database."""
-    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
@@ -47,43 +38,11 @@ def server(project, tmp_path) -> Iterator[str]:
         "AUDIT_REQUEST_FLUSH_SECONDS": "0.1",
         "API_THROTTLE_RATE": "100000/minute",
     }
-    log = (tmp_path / "daphne.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "daphne"),
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "swarmsite.asgi:application",
-        ],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    daphne = Daphne(env, tmp_path / "daphne.log", ready_path="/readyz")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            assert process.poll() is None, (tmp_path / "daphne.log").read_text()
-            assert time.monotonic() < deadline, "daphne did not get ready"
-            time.sleep(0.1)
-        yield url
+        yield daphne.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        daphne.stop()
 
 
 def _simulate(*args: str) -> str:
