@@ -2,6 +2,7 @@
 
 from django.contrib import admin, messages
 
+from audit.chain import audit_chain_verify
 from audit.models import (
     AuditAction,
     AuditLog,
@@ -10,7 +11,6 @@ from audit.models import (
     EventKind,
     JournalHead,
 )
-from audit.services import audit_chain_verify
 from swarmsite.admin_utils import (
     LargeTableAdminMixin,
     PrettyJSONMixin,

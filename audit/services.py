@@ -1,298 +1,33 @@
-"""Writes to the event log and the audit log.
+"""Writers of the event log and the audit log.
 
-Services of every app open `journaled()` instead of `transaction.atomic()`.
-Events and audit rows recorded inside it are buffered and written in bulk as
-the last statements of the outermost block, under the project's
-`JournalHead` row lock. That lock is held until commit, so event positions
-and audit sequence numbers follow commit order with no gap, and the lock is
-held for as short a time as possible.
+They build rows and buffer them in the journal (`audit.journal`), which
+writes them last, in commit order, when the outermost block ends.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, transaction
+from django.db import models
 from django.utils import timezone
 
+from audit.journal import journal_append, journal_buffered
 from audit.models import (
     RESERVED_AUDIT_PREFIXES,
     RESERVED_EVENT_PREFIXES,
     AuditAction,
     AuditLog,
-    DeletionGrant,
     Event,
-    JournalHead,
 )
-from audit.selectors import event_written_total
 from swarmsite.actors import SYSTEM, Actor
 from swarmsite.errors import ValidationError
-from swarmsite.metrics import EVENTS_WRITTEN
 from swarmsite.models import DEFAULT_PROJECT_SLUG, Project
-from swarmsite.realtime import project_group, publish_on_commit
-from swarmsite.validation import check_same, parse_uuid
-
-GENESIS_HASH = "0" * 64
-
-# /metrics reads the committed total from the journal heads at scrape time:
-# exact, never counts a rolled-back event, and adds nothing to the write path.
-EVENTS_WRITTEN.read_with(event_written_total)
-
-
-@dataclass
-class _Journal:
-    events: list[Event] = field(default_factory=list)
-    audits: list[AuditLog] = field(default_factory=list)
-
-    def mark(self) -> tuple[int, int]:
-        return len(self.events), len(self.audits)
-
-    def truncate(self, mark: tuple[int, int]) -> None:
-        del self.events[mark[0] :]
-        del self.audits[mark[1] :]
-
-
-def _current() -> _Journal | None:
-    return getattr(transaction.get_connection(), "swarmsite_journal", None)
-
-
-@contextmanager
-def journaled() -> Iterator[None]:
-    """An atomic block that appends its buffered events and audit rows last.
-
-    Nested blocks become savepoints; a nested block that raises drops the
-    events it buffered, just as its rows are rolled back.
-    """
-    connection = transaction.get_connection()
-    journal = getattr(connection, "swarmsite_journal", None)
-    if journal is not None:
-        mark = journal.mark()
-        try:
-            with transaction.atomic():
-                yield
-        except BaseException:
-            journal.truncate(mark)
-            raise
-        return
-    journal = _Journal()
-    connection.swarmsite_journal = journal
-    _follow_savepoints(connection, journal)
-    try:
-        with transaction.atomic():
-            yield
-            _flush(journal)
-    finally:
-        connection.swarmsite_journal = None
-        for name in ("savepoint", "savepoint_rollback"):
-            connection.__dict__.pop(name, None)
-
-
-def _follow_savepoints(connection: Any, journal: _Journal) -> None:
-    # A plain atomic() block (or transaction.savepoint()) inside the journal
-    # whose error is caught rolls back its rows; drop the events and audit
-    # rows it buffered too, as Django drops its on_commit callbacks.
-    marks: dict[str, tuple[int, int]] = {}
-    savepoint, savepoint_rollback = connection.savepoint, connection.savepoint_rollback
-
-    def tracked_savepoint() -> str | None:
-        sid = savepoint()
-        if sid is not None:
-            marks[sid] = journal.mark()
-        return sid
-
-    def tracked_savepoint_rollback(sid: str) -> None:
-        savepoint_rollback(sid)
-        if sid in marks:
-            journal.truncate(marks[sid])
-
-    connection.savepoint = tracked_savepoint
-    connection.savepoint_rollback = tracked_savepoint_rollback
-
-
-def _flush(journal: _Journal) -> None:
-    if not journal.events and not journal.audits:
-        return
-    project_ids = sorted(
-        {e.project_id for e in journal.events} | {a.project_id for a in journal.audits}
-    )
-    # Sorted lock order keeps multi-project transactions free of deadlocks.
-    for project_id in project_ids:
-        head, _ = JournalHead.objects.select_for_update().get_or_create(
-            project_id=project_id
-        )
-        # Taken under the lock, so recorded_at never decreases along positions.
-        now = timezone.now()
-        events = [e for e in journal.events if e.project_id == project_id]
-        for event in events:
-            head.last_position += 1
-            event.position = head.last_position
-            event.recorded_at = now
-        audits = [a for a in journal.audits if a.project_id == project_id]
-        for entry in audits:
-            head.audit_seq += 1
-            entry.seq = head.audit_seq
-            entry.recorded_at = now
-            entry.prev_hash = head.audit_hash or GENESIS_HASH
-            entry.hash = audit_log_digest(entry)
-            head.audit_hash = entry.hash
-        head.save(update_fields=["last_position", "audit_seq", "audit_hash"])
-        if events:
-            _insert_events(events)
-            publish_on_commit(
-                project_group(project_id),
-                "events.appended",
-                {
-                    "project": project_id,
-                    "position": head.last_position,
-                    "tasks": sorted({str(e.task_id) for e in events if e.task_id}),
-                    "conversations": sorted(
-                        {str(e.conversation_id) for e in events if e.conversation_id}
-                    ),
-                },
-            )
-        if audits:
-            AuditLog.objects.bulk_create(audits)
-    journal.events.clear()
-    journal.audits.clear()
-
-
-# From this many events a flush writes them with PostgreSQL's binary COPY:
-# several times cheaper than an INSERT for an ingest batch. The Event objects
-# then keep `id` unset; their uuid and position identify them.
-COPY_MIN_EVENTS = 200
-_EVENT_COPY_TYPES = {
-    "uuid": "uuid",
-    "project_id": "int8",
-    "position": "int8",
-    "kind": "varchar",
-    "task_id": "uuid",
-    "conversation_id": "uuid",
-    "actor_type": "varchar",
-    "actor_id": "varchar",
-    "actor_label": "varchar",
-    "correlation_id": "varchar",
-    "payload": "jsonb",
-    "occurred_at": "timestamptz",
-    "recorded_at": "timestamptz",
-}
-
-
-def _as_uuid(value: Any) -> uuid.UUID | None:
-    return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)
-
-
-def _insert_events(events: list[Event]) -> None:
-    connection = transaction.get_connection()
-    if (
-        connection.vendor != "postgresql"
-        or len(events) < COPY_MIN_EVENTS
-        or any(timezone.is_naive(e.occurred_at) for e in events)
-    ):
-        Event.objects.bulk_create(events)
-        return
-    from psycopg.types.json import Jsonb
-
-    columns = ", ".join(_EVENT_COPY_TYPES)
-    sql = f"COPY {Event._meta.db_table} ({columns}) FROM STDIN (FORMAT BINARY)"
-    with (
-        connection.cursor() as cursor,
-        connection.wrap_database_errors,
-        cursor.cursor.copy(sql) as copy,
-    ):
-        copy.set_types(list(_EVENT_COPY_TYPES.values()))
-        for e in events:
-            copy.write_row(
-                (
-                    _as_uuid(e.uuid),
-                    e.project_id,
-                    e.position,
-                    e.kind,
-                    _as_uuid(e.task_id),
-                    _as_uuid(e.conversation_id),
-                    e.actor_type,
-                    e.actor_id,
-                    e.actor_label,
-                    e.correlation_id,
-                    Jsonb(e.payload),
-                    e.occurred_at,
-                    e.recorded_at,
-                )
-            )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    if isinstance(value, (Decimal, uuid.UUID)):
-        return str(value)
-    return value
-
-
-def _as_jsonb_returns(value: Any) -> Any:
-    # PostgreSQL's jsonb keeps numbers as numeric: 1e+20 comes back as an
-    # integer and -0.0 as 0.0. Storing them that way keeps hashes verifiable.
-    if isinstance(value, float):
-        text = repr(value)
-        return int(Decimal(text)) if "e+" in text else value + 0.0
-    if isinstance(value, dict):
-        return {k: _as_jsonb_returns(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_as_jsonb_returns(v) for v in value]
-    return value
-
-
-def _clean_payload(value: Any, *, field_name: str) -> Any:
-    """Round-trip through JSON so what is hashed is what the database keeps."""
-    try:
-        text = json.dumps(value, default=_jsonable, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError({field_name: f"Not JSON-serialisable: {exc}."}) from exc
-    return _as_jsonb_returns(json.loads(text))
-
-
-AUDIT_HASHED_FIELDS = (
-    "uuid",
-    "project_id",
-    "seq",
-    "prev_hash",
-    "actor_type",
-    "actor_id",
-    "actor_label",
-    "action",
-    "target",
-    "content_type_id",
-    "object_id",
-    "object_repr",
-    "request_id",
-    "method",
-    "path",
-    "status_code",
-    "success",
-    "duration_ms",
-    "ip",
-    "user_agent",
-    "error",
-    "details",
-    "changes",
-    "occurred_at",
-)
-
-
-def audit_log_digest(entry: AuditLog) -> str:
-    """SHA-256 over the previous hash and every recorded field of `entry`."""
-    body = {name: _jsonable(getattr(entry, name)) for name in AUDIT_HASHED_FIELDS}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+from swarmsite.validation import check_same, json_clean, parse_uuid
 
 
 def audit_event_record(
@@ -339,13 +74,12 @@ def audit_events_record(
             actor_id=actor.id,
             actor_label=actor.label[:200],
             correlation_id=actor.correlation_id,
-            payload=_clean_payload(spec.get("payload") or {}, field_name="payload"),
+            payload=json_clean(spec.get("payload") or {}, field="payload"),
             occurred_at=spec.get("occurred_at") or now,
         )
         for spec in events
     ]
-    with journaled():
-        _current().events.extend(built)
+    journal_append(events=built)
     return built
 
 
@@ -365,15 +99,6 @@ def _check_custom_kind(kind: Any, payload: Any) -> str:
     if errors:
         raise ValidationError(errors)
     return kind
-
-
-def _buffered(model: type[models.Model], ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
-    """Rows of this transaction's journal (not yet inserted) with these uuids."""
-    journal = _current()
-    if journal is None or not ids:
-        return {}
-    rows = journal.events if model is Event else journal.audits
-    return {row.uuid: row for row in rows if row.uuid in ids}
 
 
 CUSTOM_EVENT_KEYS = frozenset(
@@ -404,15 +129,13 @@ def audit_custom_events_create(
                 "conversation_id": parse_uuid(
                     spec.get("conversation_id"), field="conversation"
                 ),
-                "payload": _clean_payload(
-                    spec.get("payload") or {}, field_name="payload"
-                ),
+                "payload": json_clean(spec.get("payload") or {}, field="payload"),
                 "occurred_at": spec.get("occurred_at") or now,
                 "uuid": parse_uuid(spec.get("event_id")),
             }
         )
     ids = {spec["uuid"] for spec in checked if spec["uuid"]}
-    known: dict[uuid.UUID, Event] = _buffered(Event, ids)
+    known: dict[uuid.UUID, Event] = journal_buffered(Event, ids)
     if ids:
         known |= {e.uuid: e for e in Event.objects.filter(uuid__in=ids)}
     results: list[tuple[Event, bool]] = []
@@ -444,8 +167,7 @@ def audit_custom_events_create(
         known[event.uuid] = event
         built.append(event)
         results.append((event, True))
-    with journaled():
-        _current().events.extend(built)
+    journal_append(events=built)
     return results
 
 
@@ -534,8 +256,8 @@ def _build_audit_log(
         ip=ip,
         user_agent=user_agent[:500],
         error=error,
-        details=_clean_payload(details or {}, field_name="details"),
-        changes=_clean_payload(changes or {}, field_name="changes"),
+        details=json_clean(details or {}, field="details"),
+        changes=json_clean(changes or {}, field="changes"),
         occurred_at=occurred_at or timezone.now(),
     )
 
@@ -558,8 +280,7 @@ def audit_logs_record(
     built = [
         _build_audit_log(project_id=project_id, actor=actor, **spec) for spec in entries
     ]
-    with journaled():
-        _current().audits.extend(built)
+    journal_append(audits=built)
     return built
 
 
@@ -576,7 +297,7 @@ def audit_logs_create(
     bad entry, having buffered nothing.
     """
     ids = {parse_uuid(e.get("entry_id")) for e in entries} - {None}
-    known: dict[uuid.UUID, AuditLog] = _buffered(AuditLog, ids)
+    known: dict[uuid.UUID, AuditLog] = journal_buffered(AuditLog, ids)
     if ids:
         known |= {a.uuid: a for a in AuditLog.objects.filter(uuid__in=ids)}
     results: list[tuple[AuditLog, bool]] = []
@@ -599,8 +320,7 @@ def audit_logs_create(
         known[entry.uuid] = entry
         new.append(entry)
         results.append((entry, True))
-    with journaled():
-        _current().audits.extend(new)
+    journal_append(audits=new)
     return results
 
 
@@ -640,7 +360,7 @@ def audit_log_create(
                 "success": success,
                 "duration_ms": duration_ms,
                 "error": error,
-                "details": _clean_payload(details or {}, field_name="details"),
+                "details": json_clean(details or {}, field="details"),
             }
             if occurred_at is not None:
                 supplied["occurred_at"] = occurred_at
@@ -740,211 +460,10 @@ def audit_api_requests_record(*, records: list[ApiRequestRecord]) -> int:
                 duration_ms=round(max(record.duration_ms, 0.0), 3),
                 ip=ip,
                 user_agent=_text(record.user_agent, 500),
-                details=_clean_payload(record.details, field_name="details"),
+                details=json_clean(record.details, field="details"),
                 occurred_at=record.occurred_at,
             )
         )
     if entries:
-        with journaled():
-            _current().audits.extend(entries)
+        journal_append(audits=entries)
     return len(entries)
-
-
-@dataclass
-class ChainReport:
-    """Outcome of an audit chain check for one project."""
-
-    project_id: int
-    checked: int = 0
-    broken_at: int | None = None
-    reason: str = ""
-
-    @property
-    def intact(self) -> bool:
-        return self.broken_at is None
-
-
-def audit_chain_verify(*, project_id: int) -> ChainReport:
-    """Recompute the project's audit chain and report the first broken link."""
-    report = ChainReport(project_id=project_id)
-    head = JournalHead.objects.filter(project_id=project_id).first()
-    expected_seq = (head.audit_anchor_seq if head else 0) + 1
-    prev_hash = (head.audit_anchor_hash if head else "") or GENESIS_HASH
-    rows = AuditLog.objects.filter(project_id=project_id).order_by("seq")
-    for entry in rows.iterator(chunk_size=2000):
-        if entry.seq != expected_seq:
-            report.broken_at = expected_seq
-            report.reason = (
-                f"seq {expected_seq} is missing (next stored row is seq {entry.seq})"
-            )
-            return report
-        if entry.prev_hash != prev_hash:
-            report.broken_at = entry.seq
-            report.reason = f"seq {entry.seq} does not link to the row before it"
-            return report
-        if audit_log_digest(entry) != entry.hash:
-            report.broken_at = entry.seq
-            report.reason = f"seq {entry.seq} was altered (its hash does not match)"
-            return report
-        prev_hash = entry.hash
-        expected_seq += 1
-        report.checked += 1
-    last_seq = head.audit_seq if head else 0
-    if expected_seq - 1 != last_seq:
-        report.broken_at = expected_seq
-        report.reason = (
-            f"the chain ends at seq {expected_seq - 1} but the head records {last_seq}"
-        )
-    elif head and last_seq and prev_hash != head.audit_hash:
-        report.broken_at = last_seq
-        report.reason = f"seq {last_seq} does not match the head's hash"
-    return report
-
-
-@contextmanager
-def audit_deletion_granted(*, reason: str) -> Iterator[None]:
-    """Let deletes through the append-only triggers inside this transaction."""
-    with transaction.atomic():
-        grant = DeletionGrant.objects.create(reason=reason)
-        yield
-        DeletionGrant.objects.filter(pk=grant.pk).delete()
-
-
-AUDIT_PRUNED_ACTION = "audit.pruned"
-
-
-@dataclass
-class PruneReport:
-    """What `audit_log_prune` deleted (or would delete) and why it stopped."""
-
-    project_id: int
-    cutoff: datetime
-    dry_run: bool
-    deleted: int = 0
-    batches: int = 0
-    first_seq: int | None = None
-    anchor_seq: int = 0
-    stopped: str = ""
-    chain_broken: bool = False
-
-
-def _prunable_prefix(
-    rows: list[AuditLog],
-    *,
-    cutoff: datetime,
-    expected_seq: int,
-    prev_hash: str,
-    report: PruneReport,
-) -> list[AuditLog]:
-    """The leading rows recorded before `cutoff` whose links all check out."""
-    taken: list[AuditLog] = []
-    for row in rows:
-        if row.recorded_at >= cutoff:
-            report.stopped = (
-                f"seq {row.seq} was recorded at {row.recorded_at.isoformat()}, "
-                "after the cutoff"
-            )
-            break
-        problem = ""
-        if row.seq != expected_seq:
-            problem = f"seq {expected_seq} is missing"
-        elif row.prev_hash != prev_hash:
-            problem = f"seq {row.seq} does not link to the row before it"
-        elif audit_log_digest(row) != row.hash:
-            problem = f"seq {row.seq} was altered"
-        if problem:
-            # Deleting past a broken link would erase the evidence.
-            report.chain_broken = True
-            report.stopped = f"the chain is broken ({problem}); nothing past it pruned"
-            break
-        taken.append(row)
-        expected_seq += 1
-        prev_hash = row.hash
-    return taken
-
-
-def audit_log_prune(
-    *,
-    project_id: int,
-    cutoff: datetime,
-    dry_run: bool = False,
-    batch_size: int = 1000,
-    actor: Actor = SYSTEM,
-) -> PruneReport:
-    """Delete the oldest audit records recorded before `cutoff`, in batches.
-
-    Only a prefix of the chain goes: its last deleted record becomes the
-    head's anchor, so `audit_chain_verify` still checks every record left.
-    Each batch is one transaction that also records an `audit.pruned` entry.
-    """
-    if cutoff.tzinfo is None:
-        raise ValidationError({"cutoff": "Must be timezone-aware."})
-    if batch_size < 1:
-        raise ValidationError({"batch_size": "Must be at least 1."})
-    report = PruneReport(project_id=project_id, cutoff=cutoff, dry_run=dry_run)
-    head = JournalHead.objects.filter(project_id=project_id).first()
-    if head is None:
-        report.stopped = "the project has no audit records"
-        return report
-    anchor_seq = head.audit_anchor_seq
-    anchor_hash = head.audit_anchor_hash or GENESIS_HASH
-    report.anchor_seq = anchor_seq
-    # Records appended meanwhile (this prune's own among them) are left alone.
-    last_seq = head.audit_seq
-    while not report.stopped:
-        # A dry run only reads: no transaction, so no SQLite write lock.
-        with nullcontext() if dry_run else journaled():
-            if not dry_run:
-                head = JournalHead.objects.select_for_update().get(
-                    project_id=project_id
-                )
-                anchor_seq = head.audit_anchor_seq
-                anchor_hash = head.audit_anchor_hash or GENESIS_HASH
-            rows = list(
-                AuditLog.objects.filter(
-                    project_id=project_id, seq__gt=anchor_seq, seq__lte=last_seq
-                ).order_by("seq")[:batch_size]
-            )
-            if not rows:
-                report.stopped = "every older record is pruned"
-                break
-            taken = _prunable_prefix(
-                rows,
-                cutoff=cutoff,
-                expected_seq=anchor_seq + 1,
-                prev_hash=anchor_hash,
-                report=report,
-            )
-            if not taken:
-                break
-            last = taken[-1]
-            if not dry_run:
-                with audit_deletion_granted(reason="prune_audit"):
-                    AuditLog.objects.filter(
-                        project_id=project_id,
-                        seq__gt=anchor_seq,
-                        seq__lte=last.seq,
-                    ).delete()
-                head.audit_anchor_seq = last.seq
-                head.audit_anchor_hash = last.hash
-                head.save(update_fields=["audit_anchor_seq", "audit_anchor_hash"])
-                audit_log_record(
-                    project_id=project_id,
-                    action=AUDIT_PRUNED_ACTION,
-                    actor=actor,
-                    target=f"seq {taken[0].seq}..{last.seq}",
-                    details={
-                        "from_seq": taken[0].seq,
-                        "to_seq": last.seq,
-                        "deleted": len(taken),
-                        "cutoff": cutoff.isoformat(),
-                        "anchor_hash": last.hash,
-                    },
-                )
-        if report.first_seq is None:
-            report.first_seq = taken[0].seq
-        report.deleted += len(taken)
-        report.batches += 1
-        report.anchor_seq = anchor_seq = last.seq
-        anchor_hash = last.hash
-    return report

@@ -40,7 +40,7 @@ for n in range({TASKS}):
 
 COUNT = """
 from audit.models import AuditLog
-from audit.services import audit_chain_verify
+from audit.chain import audit_chain_verify
 from swarmsite.models import Project
 project = Project.objects.get(slug="default")
 print(AuditLog.objects.filter(action="api.request").count())

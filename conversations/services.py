@@ -10,13 +10,13 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from audit.journal import journaled
 from audit.models import EventKind
 from audit.services import (
     SYSTEM,
     Actor,
     audit_event_record,
     audit_events_record,
-    journaled,
 )
 from conversations.models import (
     Conversation,

@@ -30,12 +30,12 @@ from django.db import (
     transaction,
 )
 
+from audit.journal import journaled
 from audit.services import (
     SYSTEM,
     Actor,
     audit_custom_events_create,
     audit_logs_create,
-    journaled,
 )
 from conversations.models import Conversation
 from conversations.services import conversation_create, message_append

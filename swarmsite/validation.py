@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -97,19 +98,83 @@ def to_count(value: Any, *, field: str) -> int:
     return value
 
 
+def json_default(value: Any) -> Any:
+    """json.dumps' `default` for the values services store in JSON columns."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, (Decimal, uuid.UUID)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _as_jsonb_returns(value: Any) -> Any:
+    # PostgreSQL's jsonb keeps numbers as numeric: 1e+20 comes back as an
+    # integer and -0.0 as 0.0. Storing them that way keeps hashes verifiable.
+    if isinstance(value, float):
+        text = repr(value)
+        return int(Decimal(text)) if "e+" in text else value + 0.0
+    if isinstance(value, dict):
+        return {k: _as_jsonb_returns(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_jsonb_returns(v) for v in value]
+    return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def json_check(value: Any, *, field: str) -> str:
+    """The JSON text of `value`, or a field error for what no database keeps.
+
+    PostgreSQL's json types refuse NUL characters and lone UTF-16 surrogates
+    (in keys too); SQLite would keep them, so both refuse them here.
+    """
+    try:
+        text = json.dumps(
+            value, default=json_default, allow_nan=False, ensure_ascii=False
+        )
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError({field: f"Not JSON-serialisable: {exc}."}) from exc
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            {field: "Must not contain lone surrogate characters."}
+        ) from exc
+    if "\\u0000" in text and _has_nul(value):
+        raise ValidationError({field: "Must not contain NUL characters."})
+    return text
+
+
+def json_clean(value: Any, *, field: str) -> Any:
+    """`value` as the database will return it, checked by `json_check`."""
+    return _as_jsonb_returns(json.loads(json_check(value, field=field)))
+
+
 def json_object(value: Any, *, field: str) -> dict:
+    """A JSON object any database keeps; None is an empty one."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise ValidationError({field: "Must be a JSON object."})
+    json_check(value, field=field)
     return value
 
 
 def json_list(value: Any, *, field: str) -> list:
+    """A JSON list any database keeps; None is an empty one."""
     if value is None:
         return []
     if not isinstance(value, list):
         raise ValidationError({field: "Must be a JSON list."})
+    json_check(value, field=field)
     return value
 
 

@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from audit.journal import journaled
 from audit.models import AuditAction, EventKind
 from audit.services import (
     SYSTEM,
@@ -19,7 +20,6 @@ from audit.services import (
     audit_events_record,
     audit_log_record,
     audit_logs_record,
-    journaled,
 )
 from swarmsite.errors import (
     Conflict,

@@ -22,10 +22,9 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.management.color import no_style
 from django.db import IntegrityError, connection, models, transaction
 
-from audit.models import AuditLog, Event, JournalHead
-from audit.services import (
-    audit_log_digest,
-)
+from audit.chain import audit_log_digest
+from audit.journal import journal_head_advance, journal_head_lock
+from audit.models import AuditLog, Event
 from ops.selectors import (
     APPEND,
     FORMAT_NAME,
@@ -673,9 +672,7 @@ class _Importer:
             heads.setdefault(project_id, (0, 0, ""))
         if lock:
             for project_id in sorted(heads):
-                JournalHead.objects.select_for_update().get_or_create(
-                    project_id=project_id
-                )
+                journal_head_lock(project_id=project_id)
         return heads
 
     def _move_heads(self) -> None:
@@ -684,55 +681,23 @@ class _Importer:
         stage = self.stages.get("audit.journalhead")
         written = 0
         for project_id in sorted(heads):
-            head, _ = JournalHead.objects.select_for_update().get_or_create(
-                project_id=project_id
-            )
-            before = (
-                head.last_position,
-                head.audit_seq,
-                head.audit_hash,
-                head.audit_anchor_seq,
-                head.audit_anchor_hash,
-            )
             file_position, anchor_seq, anchor_hash = heads[project_id]
+            events = Event.objects.filter(project_id=project_id)
+            audits = AuditLog.objects.filter(project_id=project_id)
             last_event = (
-                Event.objects.filter(project_id=project_id)
-                .order_by("-position")
-                .values_list("position", flat=True)
-                .first()
+                events.order_by("-position").values_list("position", flat=True).first()
             )
-            head.last_position = max(head.last_position, file_position, last_event or 0)
-            first_audit = (
-                AuditLog.objects.filter(project_id=project_id)
-                .order_by("seq")
-                .values_list("seq", flat=True)
-                .first()
+            first_audit = audits.order_by("seq").values_list("seq", flat=True).first()
+            last_audit = audits.order_by("-seq").values_list("seq", "hash").first()
+            # The file's anchor holds only where no kept record precedes it.
+            anchor_holds = first_audit is None or first_audit > anchor_seq
+            written += journal_head_advance(
+                project_id=project_id,
+                last_position=max(file_position, last_event or 0),
+                audit_seq=last_audit[0] if last_audit else 0,
+                audit_hash=last_audit[1] if last_audit else "",
+                audit_anchor=(anchor_seq, anchor_hash) if anchor_holds else None,
             )
-            if anchor_seq > head.audit_anchor_seq and (
-                first_audit is None or first_audit > anchor_seq
-            ):
-                head.audit_anchor_seq, head.audit_anchor_hash = anchor_seq, anchor_hash
-            last_audit = (
-                AuditLog.objects.filter(project_id=project_id)
-                .order_by("-seq")
-                .values_list("seq", "hash")
-                .first()
-            )
-            if last_audit is not None and last_audit[0] > head.audit_seq:
-                head.audit_seq, head.audit_hash = last_audit
-            elif last_audit is None and head.audit_anchor_seq > head.audit_seq:
-                head.audit_seq = head.audit_anchor_seq
-                head.audit_hash = head.audit_anchor_hash
-            after = (
-                head.last_position,
-                head.audit_seq,
-                head.audit_hash,
-                head.audit_anchor_seq,
-                head.audit_anchor_hash,
-            )
-            if after != before:
-                head.save()
-                written += 1
         if stage is not None:
             self.report.written["audit.journalhead"] = written
 

@@ -15,12 +15,10 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
+from audit.journal import journaled
 from audit.models import Event
-from audit.services import (
-    audit_deletion_granted,
-    audit_log_record,
-    journaled,
-)
+from audit.retention import audit_deletion_granted
+from audit.services import audit_log_record
 from conversations.models import (
     Conversation,
     ConversationStatus,

@@ -4,9 +4,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from audit.models import AuditLog, DeletionGrant, Event, EventKind, JournalHead
+from audit.retention import audit_deletion_granted
 from audit.services import (
     audit_custom_event_create,
-    audit_deletion_granted,
     audit_events_record,
     audit_log_record,
 )

@@ -8,8 +8,9 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
 from audit import triggers
+from audit.chain import audit_log_digest
 from audit.models import AuditLog
-from audit.services import audit_log_digest, audit_log_record
+from audit.services import audit_log_record
 
 pytestmark = pytest.mark.django_db
 

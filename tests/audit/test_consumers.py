@@ -10,9 +10,10 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, connections, transaction
 
 from audit.consumers import pages
+from audit.journal import journaled
 from audit.models import Event
 from audit.serializers import EventSerializer
-from audit.services import audit_custom_event_create, journaled
+from audit.services import audit_custom_event_create
 from swarmsite import metrics
 from swarmsite.asgi import application
 from swarmsite.services import api_key_create

@@ -7,9 +7,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from audit.chain import audit_chain_verify
 from audit.middleware import buffer, flush_request_audits
 from audit.models import AuditLog
-from audit.services import ApiRequestRecord, audit_chain_verify
+from audit.services import ApiRequestRecord
 from swarmsite.actors import SYSTEM
 
 pytestmark = pytest.mark.django_db

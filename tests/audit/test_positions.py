@@ -10,8 +10,9 @@ from collections.abc import Callable
 import pytest
 from django.db import connection, transaction
 
+from audit.journal import journaled
 from audit.models import Event
-from audit.services import audit_custom_event_create, journaled
+from audit.services import audit_custom_event_create
 from swarmsite.services import project_create
 from tasks.services import task_create, task_progress_set
 from tests.utils import postgres_only

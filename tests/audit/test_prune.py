@@ -9,14 +9,14 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from audit.chain import audit_chain_verify
 from audit.models import AuditLog, DeletionGrant, JournalHead
-from audit.services import (
+from audit.retention import (
     AUDIT_PRUNED_ACTION,
-    audit_chain_verify,
     audit_deletion_granted,
     audit_log_prune,
-    audit_log_record,
 )
+from audit.services import audit_log_record
 from swarmsite.errors import ValidationError
 
 pytestmark = pytest.mark.django_db

@@ -6,6 +6,12 @@ import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, transaction
 
+from audit.chain import (
+    GENESIS_HASH,
+    audit_chain_verify,
+    audit_log_digest,
+)
+from audit.journal import journaled
 from audit.models import (
     RESERVED_EVENT_PREFIXES,
     AuditLog,
@@ -14,17 +20,13 @@ from audit.models import (
     EventKind,
     JournalHead,
 )
+from audit.retention import audit_deletion_granted
 from audit.services import (
-    GENESIS_HASH,
     Actor,
-    audit_chain_verify,
     audit_custom_event_create,
-    audit_deletion_granted,
     audit_event_record,
     audit_events_record,
-    audit_log_digest,
     audit_log_record,
-    journaled,
 )
 from swarmsite.errors import ValidationError
 from swarmsite.services import project_create

@@ -5,11 +5,8 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
 from audit.models import AuditLog, DeletionGrant, Event
-from audit.services import (
-    audit_custom_event_create,
-    audit_deletion_granted,
-    audit_log_record,
-)
+from audit.retention import audit_deletion_granted
+from audit.services import audit_custom_event_create, audit_log_record
 from audit.triggers import APPEND_ONLY_TABLES
 from swarmsite.services import project_create
 from tests.utils import postgres_only

@@ -8,12 +8,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from audit.chain import audit_chain_verify
 from audit.models import AuditLog, Event
-from audit.services import (
-    audit_chain_verify,
-    audit_custom_event_create,
-    audit_log_record,
-)
+from audit.services import audit_custom_event_create, audit_log_record
 from swarmsite.actors import Actor
 from swarmsite.services import api_key_create
 from tasks.models import TaskStatus

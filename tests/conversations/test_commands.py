@@ -5,8 +5,8 @@ from django.apps import apps
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from audit.chain import audit_chain_verify
 from audit.models import AuditLog, Event, JournalHead
-from audit.services import audit_chain_verify
 from conversations.models import Conversation, Message, MessageRole
 from conversations.services import conversation_update
 from tasks.models import Agent, AgentRun, Task, TaskStatus, Workflow

@@ -3,8 +3,8 @@ from decimal import Decimal
 
 import pytest
 
+from audit.journal import journaled
 from audit.models import Event
-from audit.services import journaled
 from conversations.models import Conversation, Message, Participant
 from conversations.services import (
     MAX_MESSAGES_PER_APPEND,

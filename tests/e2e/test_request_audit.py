@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 COUNT = """
 import json
 from audit.models import AuditLog
-from audit.services import audit_chain_verify
+from audit.chain import audit_chain_verify
 from swarmsite.models import Project
 project = Project.objects.get(slug="default")
 rows = AuditLog.objects.filter(action="api.request")

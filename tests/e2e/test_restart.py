@@ -34,7 +34,7 @@ def read_script(task_id: str) -> str:
     return f"""
 import json
 from audit.models import Event
-from audit.services import audit_chain_verify
+from audit.chain import audit_chain_verify
 from tasks.models import Task
 task = Task.objects.get(pk="{task_id}")
 kinds = list(

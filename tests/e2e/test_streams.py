@@ -244,7 +244,8 @@ async def test_stalled_client_is_cut_off_and_never_holds_back_another(tmp_path):
 
 def _rollback_then_commit() -> str:
     return """
-from audit.services import audit_custom_event_create, journaled
+from audit.journal import journaled
+from audit.services import audit_custom_event_create
 from swarmsite.models import Project
 project = Project.objects.get(slug="default")
 try:

@@ -7,8 +7,8 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
+from audit.chain import audit_chain_verify
 from audit.models import Event
-from audit.services import audit_chain_verify
 from conversations.models import Conversation, Message
 from conversations.services import conversation_create
 from swarmsite.services import api_key_create, project_create

@@ -4,13 +4,10 @@ import uuid
 
 import pytest
 
+from audit.chain import audit_chain_verify
+from audit.journal import journaled
 from audit.models import AuditLog, Event
-from audit.services import (
-    audit_chain_verify,
-    audit_custom_events_create,
-    audit_logs_create,
-    journaled,
-)
+from audit.services import audit_custom_events_create, audit_logs_create
 from ingest.services import Item, ingest_items
 from swarmsite.errors import IdempotencyConflict, ValidationError
 from tasks.models import Task, TaskDependency

@@ -6,8 +6,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from audit.chain import audit_chain_verify
 from audit.models import AuditLog, Event
-from audit.services import audit_chain_verify
 from conversations.models import Conversation, Message
 from conversations.services import conversation_create
 from swarmsite.metrics import INGEST_ITEMS

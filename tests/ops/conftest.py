@@ -7,11 +7,8 @@ import pytest
 from django.core.management import call_command
 
 from audit.models import AuditLog, Event, JournalHead
-from audit.services import (
-    audit_custom_event_create,
-    audit_deletion_granted,
-    audit_log_record,
-)
+from audit.retention import audit_deletion_granted
+from audit.services import audit_custom_event_create, audit_log_record
 from conversations.models import Conversation, Message
 from conversations.services import conversation_create, message_append
 from swarmsite.models import ApiKey, Project

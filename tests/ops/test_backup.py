@@ -22,7 +22,8 @@ from django.core.management.base import CommandError
 from django.db import connection, connections
 from django.test import override_settings
 
-from audit.services import audit_log_record, journaled
+from audit.journal import journaled
+from audit.services import audit_log_record
 from ops.backup import backup_create, backup_name
 from tasks.models import Task
 from tasks.services import task_create

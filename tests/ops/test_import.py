@@ -9,8 +9,9 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 
+from audit.chain import audit_chain_verify
 from audit.models import AuditLog, Event, JournalHead
-from audit.services import audit_chain_verify, audit_deletion_granted
+from audit.retention import audit_deletion_granted
 from ops.services import data_import
 from swarmsite.models import Project
 from tasks.services import task_create

@@ -6,8 +6,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from audit.chain import audit_chain_verify
 from audit.models import AuditLog, Event
-from audit.services import audit_chain_verify, audit_custom_event_create
+from audit.services import audit_custom_event_create
 from conversations.models import Conversation, Message
 from conversations.services import conversation_create, message_append
 from ops.services import PRUNE_MODELS

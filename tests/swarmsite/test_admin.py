@@ -9,11 +9,8 @@ from django.forms import CharField, Form
 from django.urls import reverse
 
 from audit.models import AuditLog, DeletionGrant, Event, JournalHead
-from audit.services import (
-    audit_custom_event_create,
-    audit_deletion_granted,
-    audit_log_record,
-)
+from audit.retention import audit_deletion_granted
+from audit.services import audit_custom_event_create, audit_log_record
 from conversations.models import Conversation, Message, Participant
 from conversations.services import conversation_create, message_append
 from swarmsite import admin_utils

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 from django.db import transaction
 
+from audit.journal import journaled
 from audit.models import AuditLog, Event
-from audit.services import journaled
 from swarmsite.errors import (
     Conflict,
     IdempotencyConflict,

@@ -3,7 +3,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from audit.services import audit_log_prune
+from audit.retention import audit_log_prune
 from swarmsite.actors import SYSTEM
 from swarmsite.errors import ValidationError
 from swarmsite.models import Project

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.services import audit_chain_verify
+from audit.chain import audit_chain_verify
 from swarmsite.models import Project
 
 
