@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-from django.contrib import admin
-from django.contrib.admin.views.decorators import staff_member_required
-from django.shortcuts import get_object_or_404, render
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics
@@ -18,7 +15,6 @@ from audit.models import AuditLog
 from audit.selectors import (
     audit_log_get,
     audit_log_list,
-    event_latest_position,
     event_list_after,
 )
 from audit.serializers import (
@@ -36,7 +32,6 @@ from swarmsite.api import (
     retrying_a_lost_insert_race,
     validated,
 )
-from swarmsite.models import DEFAULT_PROJECT_SLUG, Project
 from swarmsite.pagination import CreatedCursorPagination, PositionPagination
 
 AFTER_PARAMETER = OpenApiParameter(
@@ -209,21 +204,3 @@ class AuditLogDetailView(ProjectScopedMixin, generics.RetrieveAPIView):
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
-
-
-LIVE_BACKLOG = 50
-
-
-@staff_member_required
-def live_events(request):
-    """A staff page that follows the default project's stream in the browser."""
-    project = get_object_or_404(Project, slug=DEFAULT_PROJECT_SLUG)
-    latest = event_latest_position(project_id=project.pk)
-    context = {
-        **admin.site.each_context(request),
-        "title": "Live events",
-        "project": project,
-        "backlog": LIVE_BACKLOG,
-        "after": max(0, latest - LIVE_BACKLOG),
-    }
-    return render(request, "audit/live_events.html", context)

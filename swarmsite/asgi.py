@@ -13,9 +13,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from audit.routing import websocket_urlpatterns  # noqa: E402
+from streams.routing import websocket_urlpatterns  # noqa: E402
+from streams.wire import DaphneWire  # noqa: E402
 from swarmsite.startup import require_secret_key  # noqa: E402
-from swarmsite.wire import DaphneWire  # noqa: E402
 
 require_secret_key()
 

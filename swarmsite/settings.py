@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "tasks",
     "conversations",
     # Top layer: these import the domain apps; nothing imports them.
+    "streams",
     "ingest",
     "reports",
     "ops",
@@ -271,7 +272,7 @@ AUDIT_REQUEST_FLUSH_SECONDS = env.float("AUDIT_REQUEST_FLUSH_SECONDS", default=1
 AUDIT_REQUEST_BATCH_SIZE = env.int("AUDIT_REQUEST_BATCH_SIZE", default=1000)
 AUDIT_REQUEST_QUEUE_SIZE = env.int("AUDIT_REQUEST_QUEUE_SIZE", default=50000)
 
-# WebSocket streams (audit.consumers).
+# WebSocket streams (streams.consumers).
 STREAM_HEARTBEAT_SECONDS = env.float("STREAM_HEARTBEAT_SECONDS", default=10.0)
 # How often a subscriber re-reads the log on its own, healing a lost doorbell.
 STREAM_POLL_SECONDS = env.float("STREAM_POLL_SECONDS", default=2.0)

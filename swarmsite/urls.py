@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from audit import views as audit_views
+from streams import views as stream_views
 from swarmsite import api, views
 
 admin.site.site_header = "Swarmsite"
@@ -11,7 +11,7 @@ admin.site.index_title = "Agents, tasks, conversations and their audit trail"
 
 urlpatterns = [
     # The staff page that watches the stream lives beside the admin.
-    path("admin/live-events/", audit_views.live_events, name="live-events"),
+    path("admin/live-events/", stream_views.live_events, name="live-events"),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),

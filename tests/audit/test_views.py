@@ -376,21 +376,3 @@ def test_audit_log_records_written_over_the_api_keep_the_chain_intact(api, proje
         body = {"action": "tool.invoke", "details": {"n": n, "f": 1e20}}
         assert api.post("/api/v1/audit-logs/", body, format="json").status_code == 201
     assert audit_chain_verify(project_id=project.pk).intact
-
-
-def test_live_events_page_starts_a_backlog_before_the_latest_position(
-    staff_client, project
-):
-    for index in range(60):
-        audit_custom_event_create(project_id=project.pk, kind=f"demo.{index}")
-    response = staff_client.get("/admin/live-events/")
-    assert response.status_code == 200
-    body = response.content.decode()
-    assert "/ws/v1/events/?batch=1&after=" in body
-    assert '<script id="stream-after" type="application/json">10</script>' in body
-
-
-def test_live_events_page_sends_anonymous_visitors_to_the_login(client, project):
-    response = client.get("/admin/live-events/")
-    assert response.status_code == 302
-    assert "/admin/login/" in response["Location"]

@@ -24,20 +24,20 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import QueryDict
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
-from audit.consumers import doorbell
-from audit.consumers.pages import (
+from audit.selectors import event_foreign_object_ids, event_latest_position
+from audit.serializers import EventFilterSerializer
+from streams import doorbell
+from streams.pages import (
     StreamFilter,
     flights,
     on_read_thread,
 )
-from audit.selectors import event_foreign_object_ids, event_latest_position
-from audit.serializers import EventFilterSerializer
+from streams.wire import WIRE_SCOPE_KEY, Wire
 from swarmsite.api import ApiPrincipal
 from swarmsite.errors import NotFound
 from swarmsite.metrics import WEBSOCKET_CONNECTIONS
 from swarmsite.models import DEFAULT_PROJECT_SLUG, ApiKeyScope, Project
 from swarmsite.services import api_key_authenticate
-from swarmsite.wire import WIRE_SCOPE_KEY, Wire
 
 logger = logging.getLogger(__name__)
 

@@ -9,15 +9,15 @@ from channels.testing import WebsocketCommunicator
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, connections, transaction
 
-from audit.consumers import pages
 from audit.journal import journaled
 from audit.models import Event
 from audit.serializers import EventSerializer
 from audit.services import audit_custom_event_create
+from streams import pages
+from streams.wire import WIRE_SCOPE_KEY
 from swarmsite import metrics
 from swarmsite.asgi import application
 from swarmsite.services import api_key_create
-from swarmsite.wire import WIRE_SCOPE_KEY
 from tasks.services import task_create
 
 pytestmark = pytest.mark.django_db(transaction=True)

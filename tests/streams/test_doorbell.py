@@ -3,7 +3,7 @@ import asyncio
 import pytest
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from audit.consumers import doorbell
+from streams import doorbell
 from swarmsite.realtime import project_group
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import re_path
 
-from audit import consumers
+from streams import consumers
 
 websocket_urlpatterns = [
     re_path(r"^ws/v1/events/?$", consumers.EventStreamConsumer.as_asgi()),

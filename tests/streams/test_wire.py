@@ -7,7 +7,7 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from swarmsite.wire import WIRE_SCOPE_KEY, DaphneWire, text_frame
+from streams.wire import WIRE_SCOPE_KEY, DaphneWire, text_frame
 
 HANDSHAKE = (
     b"GET /ws/v1/events/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"

@@ -24,7 +24,7 @@ from rest_framework.fields import DateTimeField
 
 from audit.models import Event
 from audit.selectors import event_stream_page
-from swarmsite.wire import text_frame
+from streams.wire import text_frame
 
 PAGE_SIZE = 500
 # Under the 1 MiB message limit of daphne and of most client libraries
