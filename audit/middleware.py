@@ -26,7 +26,6 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import replace
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
@@ -38,8 +37,8 @@ from django.utils.functional import empty
 from prometheus_client import Counter, Gauge
 
 from audit.services import ApiRequestRecord, audit_api_requests_record
-from swarmsite.actors import Actor, ActorType
-from swarmsite.api import ApiPrincipal, request_id
+from swarmsite.actors import Actor
+from swarmsite.authentication import ApiPrincipal, principal_actor, request_id
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +54,6 @@ QUEUED = Gauge(
     "swarmsite_audit_request_records_queued",
     "API request audit records waiting for the next flush.",
 )
-ANONYMOUS = Actor(type=ActorType.USER, id="", label="anonymous")
 
 
 class RequestAuditBuffer:
@@ -193,35 +191,15 @@ def _principal_of(request: HttpRequest) -> tuple[int | None, Actor, dict]:
     user = _user(request)
     rid = request_id(request)
     if isinstance(user, ApiPrincipal):
-        if user.key is not None:
-            actor = Actor(
-                type=ActorType.API_KEY,
-                id=str(user.key.pk),
-                label=user.key.name,
-                correlation_id=rid,
-            )
-        else:
-            actor = Actor(
-                type=ActorType.USER,
-                id=str(getattr(user.user, "pk", "") or ""),
-                label=str(user),
-                correlation_id=rid,
-            )
-        return user.project.pk, actor, {}
+        return user.project.pk, principal_actor(user, correlation_id=rid), {}
     details = {}
     match = _KEY_PREFIX_RE.match(request.META.get("HTTP_AUTHORIZATION", "").encode())
     if match:
         details["key_prefix"] = match.group(1).decode()
     if user is not None and user.is_authenticated and user.is_staff:
         # A staff session acts on the default project.
-        actor = Actor(
-            type=ActorType.USER,
-            id=str(user.pk),
-            label=user.get_username(),
-            correlation_id=rid,
-        )
-        return None, actor, details
-    return None, replace(ANONYMOUS, correlation_id=rid), details
+        return None, principal_actor(None, user=user, correlation_id=rid), details
+    return None, principal_actor(None, correlation_id=rid), details
 
 
 def _route(request: HttpRequest) -> str:

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from audit.models import AuditLog, Event
-from swarmsite.api import JSONValueField, StrictInputSerializer
+from swarmsite.serializers import JSONValueField, StrictInputSerializer
 
 MAX_FILTER_VALUES = 100
 

@@ -26,13 +26,9 @@ from audit.serializers import (
     EventSerializer,
 )
 from audit.services import audit_custom_events_create, audit_log_create
-from swarmsite.api import (
-    ProjectScopedMixin,
-    created_status,
-    retrying_a_lost_insert_race,
-    validated,
-)
 from swarmsite.pagination import CreatedCursorPagination, PositionPagination
+from swarmsite.permissions import ProjectScopedMixin
+from swarmsite.serializers import created_status, validated
 
 AFTER_PARAMETER = OpenApiParameter(
     "after",
@@ -107,11 +103,8 @@ class EventListCreateView(ProjectScopedMixin, APIView):
             "occurred_at": data.get("occurred_at"),
             "event_id": data.get("id"),
         }
-        [(event, created)] = retrying_a_lost_insert_race(
-            lambda: audit_custom_events_create(
-                project_id=self.project.pk, events=[spec], actor=self.actor
-            ),
-            ids_supplied="id" in data,
+        [(event, created)] = audit_custom_events_create(
+            project_id=self.project.pk, events=[spec], actor=self.actor
         )
         return Response(EventSerializer(event).data, status=created_status(created))
 
@@ -181,9 +174,7 @@ class AuditLogListCreateView(ProjectScopedMixin, generics.ListAPIView):
             "occurred_at": data.get("occurred_at"),
             "entry_id": data.get("id"),
         }
-        entry, created = retrying_a_lost_insert_race(
-            lambda: audit_log_create(**kwargs), ids_supplied="id" in data
-        )
+        entry, created = audit_log_create(**kwargs)
         return Response(AuditLogSerializer(entry).data, status=created_status(created))
 
 

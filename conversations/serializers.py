@@ -12,7 +12,7 @@ from conversations.models import (
     MessageRole,
 )
 from conversations.selectors import MESSAGE_BIG_FIELDS
-from swarmsite.api import JSONValueField, StrictInputSerializer
+from swarmsite.serializers import JSONValueField, StrictInputSerializer
 
 INT32_MAX = 2**31 - 1
 MAX_PARTICIPANTS = 1000

@@ -41,14 +41,10 @@ from conversations.services import (
     message_append,
 )
 from swarmsite import errors
-from swarmsite.api import (
-    ProjectScopedMixin,
-    RequestTooLarge,
-    created_status,
-    retrying_a_lost_insert_race,
-    validated,
-)
+from swarmsite.exceptions import RequestTooLarge
 from swarmsite.pagination import SeqCursorPagination
+from swarmsite.permissions import ProjectScopedMixin
+from swarmsite.serializers import created_status, validated
 
 # The service names a bad item `messages[2].role`; the API says `2.role`,
 # as DRF's own list errors are flattened.
@@ -160,9 +156,8 @@ class ConversationViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         data = validated(ConversationCreateInputSerializer, request.data)
         if "id" in data:
             data["conversation_id"] = data.pop("id")
-        conversation, created = retrying_a_lost_insert_race(
-            lambda: conversation_create(project=self.project, actor=self.actor, **data),
-            ids_supplied="conversation_id" in data,
+        conversation, created = conversation_create(
+            project=self.project, actor=self.actor, **data
         )
         return self._render(conversation, status=created_status(created))
 
@@ -237,11 +232,8 @@ class ConversationViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         specs, many = _validated_messages(request.data)
         conversation = conversation_get(project=self.project, conversation_id=pk)
         try:
-            results = retrying_a_lost_insert_race(
-                lambda: message_append(
-                    conversation=conversation, messages=specs, actor=self.actor
-                ),
-                ids_supplied=any("id" in spec for spec in specs),
+            results = message_append(
+                conversation=conversation, messages=specs, actor=self.actor
             )
         except errors.ValidationError as exc:
             raise errors.ValidationError(_item_fields(exc, many=many)) from exc

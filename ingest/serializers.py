@@ -15,8 +15,9 @@ from rest_framework import serializers
 from audit.serializers import EventCreateInputSerializer
 from conversations.models import MessageRole
 from ingest.services import Item, ItemResult
-from swarmsite.api import JSONValueField, StrictInputSerializer, _flatten
 from swarmsite.errors import ValidationError
+from swarmsite.exceptions import flatten_detail
+from swarmsite.serializers import JSONValueField, StrictInputSerializer
 from tasks.serializers import (
     INT32_MAX,
     AgentCreateInputSerializer,
@@ -138,7 +139,7 @@ def validate_items(raw: list[Any]) -> tuple[list[Item], list[ItemResult]]:
             try:
                 values = checker.run_validation(data)
             except serializers.ValidationError as exc:
-                raise ValidationError(_flatten(exc.detail, "data")) from exc
+                raise ValidationError(flatten_detail(exc.detail, "data")) from exc
         except ValidationError as exc:
             rejected.append(ItemResult(index, _supplied_id(data), "error", exc))
             continue

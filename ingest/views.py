@@ -17,7 +17,8 @@ from ingest.serializers import (
     validate_items,
 )
 from ingest.services import ItemResult, ingest_items
-from swarmsite.api import ProjectScopedMixin, RequestTooLarge, error_body
+from swarmsite.exceptions import RequestTooLarge, error_body
+from swarmsite.permissions import ProjectScopedMixin
 
 
 def _render(result: ItemResult) -> dict:

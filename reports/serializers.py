@@ -6,7 +6,7 @@ import re
 
 from rest_framework import serializers
 
-from swarmsite.api import StrictInputSerializer
+from swarmsite.serializers import StrictInputSerializer
 
 # An unencoded "+" in a query string arrives as a space: "...T10:00:00 02:00".
 _SPACED_OFFSET = re.compile(r" (\d{2}(:?\d{2})?)$")

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from reports.selectors import project_stats, stats_window
 from reports.serializers import StatsQuerySerializer, StatsSerializer
-from swarmsite.api import ProjectScopedMixin
+from swarmsite.permissions import ProjectScopedMixin
 
 
 class StatsView(ProjectScopedMixin, APIView):

@@ -33,10 +33,14 @@ from streams.pages import (
     on_read_thread,
 )
 from streams.wire import WIRE_SCOPE_KEY, Wire
-from swarmsite.api import ApiPrincipal
+from swarmsite.authentication import (
+    ApiPrincipal,
+    principal_for_key,
+    principal_for_staff,
+)
 from swarmsite.errors import NotFound
 from swarmsite.metrics import WEBSOCKET_CONNECTIONS
-from swarmsite.models import DEFAULT_PROJECT_SLUG, ApiKeyScope, Project
+from swarmsite.models import ApiKeyScope
 from swarmsite.services import api_key_authenticate
 
 logger = logging.getLogger(__name__)
@@ -59,15 +63,7 @@ def _messages(detail: Any) -> list[str]:
 
 
 def _authenticate_key(secret: str) -> ApiPrincipal:
-    key = api_key_authenticate(secret=secret)
-    return ApiPrincipal(project=key.project, scopes=frozenset(key.scopes), key=key)
-
-
-def _staff_principal(user: Any) -> ApiPrincipal:
-    project = Project.objects.get(slug=DEFAULT_PROJECT_SLUG)
-    return ApiPrincipal(
-        project=project, scopes=frozenset(ApiKeyScope.values), user=user
-    )
+    return principal_for_key(api_key_authenticate(secret=secret))
 
 
 _BATCH_VALUES = {"1": True, "true": True, "0": False, "false": False}
@@ -169,7 +165,7 @@ class EventStreamConsumer(AsyncConsumer):
             return
         user = self.scope.get("user")
         if user is not None and user.is_authenticated and user.is_staff:
-            principal = await on_read_thread(_staff_principal)(user)
+            principal = await on_read_thread(principal_for_staff)(user)
             await self._start(principal)
             return
         self.auth_timer = asyncio.ensure_future(self._auth_deadline())

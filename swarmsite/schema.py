@@ -11,7 +11,7 @@ from rest_framework import serializers
 class BearerKeyScheme(OpenApiAuthenticationExtension):
     """Documents `Authorization: Bearer <api key>` as an HTTP bearer scheme."""
 
-    target_class = "swarmsite.api.BearerKeyAuthentication"
+    target_class = "swarmsite.authentication.BearerKeyAuthentication"
     name = "apiKey"
 
     def get_security_definition(self, auto_schema):

@@ -213,23 +213,23 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     # Bearer first: its WWW-Authenticate header makes missing credentials a 401.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "swarmsite.api.BearerKeyAuthentication",
+        "swarmsite.authentication.BearerKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["swarmsite.api.HasScope"],
+    "DEFAULT_PERMISSION_CLASSES": ["swarmsite.permissions.HasScope"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "swarmsite.pagination.CreatedCursorPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_THROTTLE_CLASSES": ["swarmsite.api.PrincipalRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["swarmsite.throttling.PrincipalRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "principal": env.str("API_THROTTLE_RATE", default="6000/minute")
     },
-    "DEFAULT_PARSER_CLASSES": ["swarmsite.api.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["swarmsite.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "EXCEPTION_HANDLER": "swarmsite.api.exception_handler",
+    "EXCEPTION_HANDLER": "swarmsite.exceptions.exception_handler",
     # drf-spectacular's AutoSchema, plus the error answers of every operation.
     "DEFAULT_SCHEMA_CLASS": "swarmsite.schema.SwarmsiteAutoSchema",
 }
@@ -240,7 +240,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # Deny by default: the schema and its docs need a key or a staff session.
-    "SERVE_PERMISSIONS": ["swarmsite.api.HasScope"],
+    "SERVE_PERMISSIONS": ["swarmsite.permissions.HasScope"],
     # Swagger UI from drf-spectacular-sidecar's static files: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

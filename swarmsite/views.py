@@ -15,8 +15,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from swarmsite.api import error_body
 from swarmsite.errors import NotFound
+from swarmsite.exceptions import error_body
 from swarmsite.models import ApiKeyScope
 from swarmsite.services import api_key_authenticate
 

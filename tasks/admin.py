@@ -4,6 +4,7 @@ import json
 
 from django import forms
 from django.contrib import admin
+from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.timezone import localtime
 
@@ -417,7 +418,7 @@ class TaskAdmin(
             {"fields": ("prompt_tokens", "completion_tokens", "cached_tokens", "cost")},
         ),
         ("Data", {"fields": TASK_DATA_FIELDS}),
-        ("Related", {"fields": ("related_links", "latest_events")}),
+        ("Related", {"fields": ("swarm_view", "related_links", "latest_events")}),
         ("Times", {"fields": ("created_at", "updated_at")}),
     )
     # Status, version, progress and roll-ups change through their own services.
@@ -437,6 +438,7 @@ class TaskAdmin(
         "completion_tokens",
         "cached_tokens",
         "cost",
+        "swarm_view",
         "related_links",
         "latest_events",
         "created_at",
@@ -456,6 +458,19 @@ class TaskAdmin(
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+    @admin.display(description="swarm view")
+    def swarm_view(self, obj: Task) -> str:
+        # By URL name at runtime: the view lives in `reports`, above tasks.
+        try:
+            url = reverse("swarm-task", args=[obj.pk])
+        except NoReverseMatch:
+            return "-"
+        return format_html(
+            '<a href="{}">Watch this task live: subtasks, agents, runs and '
+            "conversations</a>",
+            url,
+        )
 
     @admin.display(description="lists")
     def related_links(self, obj: Task) -> str:

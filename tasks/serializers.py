@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from swarmsite.api import JSONValueField, StrictInputSerializer
+from swarmsite.serializers import JSONValueField, StrictInputSerializer
 from tasks.models import Agent, AgentRun, AgentStatus, RunStatus, Task, TaskStatus
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1

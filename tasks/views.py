@@ -11,9 +11,11 @@ from rest_framework.response import Response
 
 from audit.selectors import event_list_after
 from audit.serializers import EventPageSerializer, EventSerializer
-from swarmsite.api import ProjectScopedMixin, created_status, request_id, validated
+from swarmsite.authentication import request_id
 from swarmsite.errors import NotFound, VersionConflict
 from swarmsite.pagination import PositionPagination
+from swarmsite.permissions import ProjectScopedMixin
+from swarmsite.serializers import created_status, validated
 from tasks.filters import AgentFilterSet, RunFilterSet, TaskFilterSet
 from tasks.models import Agent, AgentRun, Task
 from tasks.selectors import agent_get, agent_list, run_list, task_get, task_list

@@ -8,9 +8,10 @@ from rest_framework.test import APIClient, APIRequestFactory
 
 from audit.models import Event
 from swarmsite import errors
-from swarmsite.api import PrincipalRateThrottle, exception_handler
+from swarmsite.exceptions import exception_handler
 from swarmsite.pagination import CreatedCursorPagination
 from swarmsite.services import api_key_create, api_key_revoke
+from swarmsite.throttling import PrincipalRateThrottle
 
 pytestmark = pytest.mark.django_db
 

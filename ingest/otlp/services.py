@@ -1,0 +1,136 @@
+"""Writing an OTLP export: spans mapped to ingest items, applied by ingest.
+
+OTLP is a way in, not a second write path: the items go through the same
+validation (`validate_items`) and the same service (`ingest_items`) as a
+`POST /api/v1/ingest/` body, so journaling, audit, streams, roll-ups,
+idempotency and the refusal of reserved kinds are the ingest path's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from audit.services import SYSTEM, Actor
+from conversations.models import Conversation
+from ingest.otlp import mapping
+from ingest.otlp.parsing import Span
+from ingest.serializers import ITEM_SERIALIZERS, validate_items
+from ingest.services import ingest_items
+from swarmsite.models import Project
+from tasks.models import Agent, Task
+
+# Once more when a concurrent request registered one of our agent names under
+# another id between our read and our write.
+MAX_ATTEMPTS = 2
+TOLERATED_CODES = frozenset({"idempotency_conflict"})
+
+
+@dataclass
+class ExportResult:
+    """What the exporter is told: spans refused and why (partial_success)."""
+
+    spans: int
+    rejected: int
+    message: str
+    items: int
+
+
+def features() -> mapping.Features:
+    """The ingest item types and fields this server offers (see Features)."""
+    transition = ITEM_SERIALIZERS.get("transition")
+    with_ids = bool(transition) and "id" in transition[0]().fields
+    return mapping.Features(
+        task_update="task_update" in ITEM_SERIALIZERS,
+        operation_ids=with_ids,
+    )
+
+
+def _existing(project: Project, spans: list[Span], ids: mapping.Ids) -> set[str]:
+    traces = {ids.task(s.trace_id) for s in spans}
+    talks = {ids.conversation(s) for s in spans if mapping.classify(s) == mapping.LLM}
+    found = {
+        str(pk)
+        for pk in Task.objects.filter(project=project, pk__in=traces).values_list(
+            "pk", flat=True
+        )
+    }
+    if talks:
+        found |= {
+            str(pk)
+            for pk in Conversation.objects.filter(
+                project=project, pk__in=talks
+            ).values_list("pk", flat=True)
+        }
+    return found
+
+
+def otlp_spans_write(
+    *, project: Project, spans: list[Span], actor: Actor = SYSTEM
+) -> ExportResult:
+    """Write the spans of one export into `project`; spans refused are counted.
+
+    A span is refused when it has unusable ids, or when an item it maps to
+    is refused by ingest (for instance a reserved kind). An item that finds
+    its id stored with another body is not a refusal when it is a
+    placeholder (a trace's task whose title the root span has set since).
+    """
+    refused: dict[int, str] = {
+        i: f"span {i}: {s.invalid}" for i, s in enumerate(spans) if s.invalid
+    }
+    index = [i for i, s in enumerate(spans) if not s.invalid]
+    valid = [spans[i] for i in index]
+    ids = mapping.Ids(project.pk)
+    offered = features()
+    plan = mapping.Plan()
+    results = []
+    for _attempt in range(MAX_ATTEMPTS):
+        names = mapping.agent_names(valid)
+        agents = {
+            name: str(pk)
+            for name, pk in Agent.objects.filter(
+                project=project, name__in=names
+            ).values_list("name", "id")
+        }
+        plan = mapping.map_spans(
+            valid,
+            ids=ids,
+            agents=agents,
+            existing=_existing(project, valid, ids),
+            features=offered,
+        )
+        if not plan.items:
+            break
+        items, rejected = validate_items(plan.items)
+        results = ingest_items(
+            project=project, items=items, rejected=rejected, actor=actor
+        )
+        moved = any(
+            plan.items[r.index]["type"] == "agent"
+            and r.status == "duplicate"
+            and r.id != plan.items[r.index]["data"]["id"]
+            for r in results
+        )
+        if not moved:
+            break
+    for result in results:
+        if result.status != "error":
+            continue
+        error = result.error
+        code = getattr(error, "code", "error")
+        if result.index in plan.placeholders and code in TOLERATED_CODES:
+            continue
+        item = plan.items[result.index]
+        reason = (
+            f"{item['type']} item of span "
+            f"{valid[plan.owners[result.index][0]].span_id}: "
+            f"{getattr(error, 'message', str(error))}"
+        )
+        for owner in plan.owners[result.index]:
+            refused.setdefault(index[owner], reason)
+    message = ""
+    if refused:
+        first = [refused[i] for i in sorted(refused)[:3]]
+        message = "; ".join(first)[:1000]
+    return ExportResult(
+        spans=len(spans), rejected=len(refused), message=message, items=len(plan.items)
+    )

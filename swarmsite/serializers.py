@@ -1,0 +1,79 @@
+"""Serializer building blocks shared by every app's API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework import serializers
+
+from swarmsite import errors
+from swarmsite.validation import json_check
+
+
+class JSONValueField(serializers.JSONField):
+    """Any JSON, or only an object / a list; NUL characters are refused."""
+
+    def __init__(self, *, kind: type | None = None, **kwargs: Any) -> None:
+        self.kind = kind
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> Any:
+        data = super().to_internal_value(data)
+        if self.kind is dict and not isinstance(data, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        if self.kind is list and not isinstance(data, list):
+            raise serializers.ValidationError("Must be a JSON list.")
+        try:
+            json_check(data, field="value")
+        except errors.ValidationError as exc:
+            raise serializers.ValidationError(exc.fields["value"]) from exc
+        return data
+
+
+class StrictInputSerializer(serializers.Serializer):
+    """Refuses keys it does not accept instead of silently dropping them.
+
+    `read_only_names` lists output fields a client cannot set, so the error
+    says why.
+    """
+
+    read_only_names: tuple[str, ...] = ()
+
+    def to_internal_value(self, data):
+        extra: dict[str, list[str]] = {}
+        if isinstance(data, Mapping):
+            for name in data:
+                if name in self.fields and not self.fields[name].read_only:
+                    continue
+                extra[str(name)] = [
+                    "This field is read-only."
+                    if name in self.read_only_names
+                    else "This field is not accepted here."
+                ]
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if not extra:
+                raise
+            detail = (
+                exc.detail
+                if isinstance(exc.detail, dict)
+                else {"non_field_errors": exc.detail}
+            )
+            raise serializers.ValidationError({**detail, **extra}) from exc
+        if extra:
+            raise serializers.ValidationError(extra)
+        return value
+
+
+def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict:
+    """Validate `data` with `serializer_class`; a 400 names each bad field."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def created_status(created: bool) -> int:
+    """201 for a new resource; 200 for a repeated create with a known id."""
+    return 201 if created else 200
