@@ -31,6 +31,10 @@ GENAI_LLM_OPS = frozenset({"chat", "text_completion", "generate_content"})
 GENAI_TOOL_OPS = frozenset({"execute_tool"})
 
 EVENT_KIND = "otel.span"
+PLACEHOLDER = frozenset({"idempotency_conflict"})
+# Transitions without operation ids are decided from the stored status; a
+# concurrent export may have made the same move first.
+RACED = frozenset({"illegal_transition", "version_conflict"})
 TOOL_ACTION = "tool.invoke"
 
 INT32_MAX = 2**31 - 1
@@ -514,9 +518,9 @@ class Plan:
 
     items: list[dict[str, Any]] = field(default_factory=list)
     owners: list[tuple[int, ...]] = field(default_factory=list)
-    # Items that exist only to make a referenced row exist (a trace's task,
-    # a conversation): another body stored under the id is not an error.
-    placeholders: set[int] = field(default_factory=set)
+    # Item index -> error codes that do not refuse its spans: a placeholder
+    # (a trace's task, a conversation) stored with another body is there.
+    tolerated: dict[int, frozenset[str]] = field(default_factory=dict)
     # Agent names this plan registers, with the id it assumed for each.
     agent_ids: dict[str, str] = field(default_factory=dict)
 
@@ -526,10 +530,10 @@ class Plan:
         data: dict[str, Any],
         owners: Iterable[int],
         *,
-        placeholder: bool = False,
+        tolerate: frozenset[str] = frozenset(),
     ) -> None:
-        if placeholder:
-            self.placeholders.add(len(self.items))
+        if tolerate:
+            self.tolerated[len(self.items)] = tolerate
         self.items.append({"type": type_, "data": data})
         self.owners.append(tuple(owners))
 
@@ -590,6 +594,7 @@ def map_spans(
     ids: Ids,
     agents: dict[str, str],
     existing: set[str] = frozenset(),
+    statuses: dict[str, str] | None = None,
     features: Features = Features(),
 ) -> Plan:
     """The ingest items of one export's spans (`docs/otlp.md`, rule by rule).
@@ -597,6 +602,8 @@ def map_spans(
     `agents` maps names of stored agents to their ids; other names get a
     derived id and an `agent` item. `existing` holds the ids of trace tasks
     and conversations already stored, whose placeholders are left out.
+    `statuses` (task id -> stored status) decides the task's transitions
+    when the server has no operation ids for them.
     Spans are taken in start order, so messages of one export get their
     `seq` in the order the calls were made.
     """
@@ -642,43 +649,43 @@ def map_spans(
 
     # A trace is a task.
     tasks = {trace: ids.task(trace) for trace in by_trace}
+    # The earliest root span of each trace names and ends its task.
+    roots = {spans[i].trace_id: i for i in reversed(order) if spans[i].is_root}
+    titles = {
+        trace: _short(spans[root].name or f"Trace {trace}", TITLE_CHARS)
+        for trace, root in roots.items()
+    }
     for trace, members in by_trace.items():
         if tasks[trace] not in existing:
             plan.add(
                 "task",
                 {
                     "id": tasks[trace],
-                    "title": f"Trace {trace}",
+                    "title": titles.get(trace, f"Trace {trace}"),
                     "metadata": {"otel": {"trace_id": trace}},
                 },
                 members,
-                placeholder=True,
+                tolerate=PLACEHOLDER,
             )
-    roots = {
-        spans[i].trace_id: i for i in reversed(order) if spans[i].is_root
-    }  # the earliest root of each trace
+    statuses = statuses or {}
     for trace, members in by_trace.items():
         root = roots.get(trace)
         if root is not None and features.task_update:
+            # Children may have created the task first, titled by its trace.
             plan.add(
                 "task_update",
                 {
                     "task": tasks[trace],
                     "id": ids.of("title", trace),
-                    "title": _short(spans[root].name or f"Trace {trace}", TITLE_CHARS),
+                    "title": titles[trace],
                 },
                 [root],
             )
+        running = {"task": tasks[trace], "status": "running"}
         if features.operation_ids:
-            plan.add(
-                "transition",
-                {
-                    "task": tasks[trace],
-                    "status": "running",
-                    "id": ids.of("running", trace),
-                },
-                members,
-            )
+            plan.add("transition", running | {"id": ids.of("running", trace)}, members)
+        elif statuses.get(tasks[trace], "pending") == "pending":
+            plan.add("transition", running, members, tolerate=RACED)
 
     # Conversations: one per gen_ai.conversation.id / session.id, else one
     # per trace (then it belongs to the trace's task).
@@ -704,7 +711,7 @@ def map_spans(
                 "task": tasks[span.trace_id],
                 "metadata": {"otel": {"trace_id": span.trace_id}},
             }
-        plan.add("conversation", data, members, placeholder=True)
+        plan.add("conversation", data, members, tolerate=PLACEHOLDER)
 
     # Agent spans: a run of the trace's task, in its final state.
     for i in order:
@@ -772,19 +779,17 @@ def map_spans(
             data["occurred_at"] = started
         plan.add("event", data, [i])
 
-    # The root span ends the task.
-    if features.operation_ids:
-        for trace, root in roots.items():
-            span = spans[root]
-            failed = span.status_code == STATUS_ERROR
-            data = {
-                "task": tasks[trace],
-                "status": "failed" if failed else "completed",
-                "id": ids.of("finished", trace),
-            }
-            if failed:
-                data["error"] = error_text(span) or "The root span ended with ERROR."
-            plan.add("transition", data, [root])
+    # The root span ends the task: failed when the root failed.
+    for trace, root in roots.items():
+        span = spans[root]
+        failed = span.status_code == STATUS_ERROR
+        data = {"task": tasks[trace], "status": "failed" if failed else "completed"}
+        if failed:
+            data["error"] = error_text(span) or "The root span ended with ERROR."
+        if features.operation_ids:
+            plan.add("transition", data | {"id": ids.of("finished", trace)}, [root])
+        elif statuses.get(tasks[trace], "pending") in ("pending", "running"):
+            plan.add("transition", data, [root], tolerate=RACED)
     return plan
 
 

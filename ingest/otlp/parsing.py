@@ -189,7 +189,9 @@ def parse_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
     try:
         request.ParseFromString(body)
     except (DecodeError, RecursionError, ValueError) as exc:
-        raise BodyError(f"The body is not a protobuf ExportTraceServiceRequest: {exc}")
+        raise BodyError(
+            f"The body is not a protobuf ExportTraceServiceRequest: {exc}"
+        ) from exc
     return request
 
 

@@ -22,7 +22,6 @@ from tasks.models import Agent, Task
 # Once more when a concurrent request registered one of our agent names under
 # another id between our read and our write.
 MAX_ATTEMPTS = 2
-TOLERATED_CODES = frozenset({"idempotency_conflict"})
 
 
 @dataclass
@@ -45,15 +44,19 @@ def features() -> mapping.Features:
     )
 
 
-def _existing(project: Project, spans: list[Span], ids: mapping.Ids) -> set[str]:
+def _stored(
+    project: Project, spans: list[Span], ids: mapping.Ids
+) -> tuple[set[str], dict[str, str]]:
+    """Ids of the trace tasks and conversations stored, and the tasks' status."""
     traces = {ids.task(s.trace_id) for s in spans}
     talks = {ids.conversation(s) for s in spans if mapping.classify(s) == mapping.LLM}
-    found = {
-        str(pk)
-        for pk in Task.objects.filter(project=project, pk__in=traces).values_list(
-            "pk", flat=True
-        )
+    statuses = {
+        str(pk): status
+        for pk, status in Task.objects.filter(
+            project=project, pk__in=traces
+        ).values_list("pk", "status")
     }
+    found = set(statuses)
     if talks:
         found |= {
             str(pk)
@@ -61,7 +64,7 @@ def _existing(project: Project, spans: list[Span], ids: mapping.Ids) -> set[str]
                 project=project, pk__in=talks
             ).values_list("pk", flat=True)
         }
-    return found
+    return found, statuses
 
 
 def otlp_spans_write(
@@ -91,11 +94,13 @@ def otlp_spans_write(
                 project=project, name__in=names
             ).values_list("name", "id")
         }
+        existing, statuses = _stored(project, valid, ids)
         plan = mapping.map_spans(
             valid,
             ids=ids,
             agents=agents,
-            existing=_existing(project, valid, ids),
+            existing=existing,
+            statuses=statuses,
             features=offered,
         )
         if not plan.items:
@@ -117,7 +122,7 @@ def otlp_spans_write(
             continue
         error = result.error
         code = getattr(error, "code", "error")
-        if result.index in plan.placeholders and code in TOLERATED_CODES:
+        if code in plan.tolerated.get(result.index, ()):
             continue
         item = plan.items[result.index]
         reason = (
