@@ -35,6 +35,7 @@ from swarmsite_client.errors import (
     ValidationError,
     VersionConflict,
 )
+from swarmsite_client.recorder import OutboxFull, Recorder, Tracked
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,9 @@ __all__ = [
     "MethodNotAllowed",
     "NotAuthenticated",
     "NotFound",
+    "OutboxFull",
+    "Recorder",
+    "Tracked",
     "ParseError",
     "PermissionDenied",
     "RateLimited",
