@@ -36,6 +36,7 @@ from swarmsite_client.errors import (
     VersionConflict,
 )
 from swarmsite_client.recorder import OutboxFull, Recorder, Tracked
+from swarmsite_client.tasks_dict import TasksDict, TaskView
 
 __version__ = "0.1.0"
 
@@ -54,6 +55,8 @@ __all__ = [
     "NotFound",
     "OutboxFull",
     "Recorder",
+    "TaskView",
+    "TasksDict",
     "Tracked",
     "ParseError",
     "PermissionDenied",
