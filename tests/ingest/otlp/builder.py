@@ -12,6 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+PROTOBUF = "application/x-protobuf"
 BASE_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 
 
