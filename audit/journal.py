@@ -10,20 +10,25 @@ held for as short a time as possible.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, audit_log_digest
 from audit.models import AuditLog, Event, JournalHead
 from audit.selectors import event_written_total
+from swarmsite.errors import Conflict
 from swarmsite.metrics import EVENTS_WRITTEN
 from swarmsite.realtime import project_group, publish_on_commit
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # /metrics reads the committed total from the journal heads at scrape time:
 # exact, never counts a rolled-back event, and adds nothing to the write path.
@@ -281,3 +286,42 @@ def journal_head_advance(
         return False
     head.save()
     return True
+
+
+# A race lost twice in a row to new rows is a bug, not load.
+RACE_ATTEMPTS = 3
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate == "23505"
+    return "UNIQUE constraint failed" in str(exc)
+
+
+def race_safe(service: Callable[P, T]) -> Callable[P, T]:
+    """A journaled create that a concurrent identical create cannot fail.
+
+    The service runs in its own savepoint (a transaction when outermost).
+    When its INSERT loses a unique-key race to a transaction that committed
+    first (PostgreSQL; SQLite writers never race), the savepoint is rolled
+    back and the service runs again: it then finds the committed rows and
+    answers as a repeated create does.
+    """
+
+    @functools.wraps(service)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        for attempt in range(1, RACE_ATTEMPTS + 1):
+            try:
+                with journaled():
+                    return service(*args, **kwargs)
+            except IntegrityError as exc:
+                if not _is_unique_violation(exc):
+                    raise
+                if attempt == RACE_ATTEMPTS:
+                    raise Conflict(
+                        "A concurrent write kept taking the same keys; retry."
+                    ) from exc
+        raise AssertionError("unreachable")
+
+    return wrapper

@@ -16,7 +16,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils import timezone
 
-from audit.journal import journal_append, journal_buffered
+from audit.journal import journal_append, journal_buffered, race_safe
 from audit.models import (
     RESERVED_AUDIT_PREFIXES,
     RESERVED_EVENT_PREFIXES,
@@ -25,7 +25,7 @@ from audit.models import (
     Event,
 )
 from swarmsite.actors import SYSTEM, Actor
-from swarmsite.errors import ValidationError
+from swarmsite.errors import IdempotencyConflict, ValidationError
 from swarmsite.models import DEFAULT_PROJECT_SLUG, Project
 from swarmsite.validation import check_same, json_clean, parse_uuid
 
@@ -106,6 +106,7 @@ CUSTOM_EVENT_KEYS = frozenset(
 )
 
 
+@race_safe
 def audit_custom_events_create(
     *, project_id: int, events: list[dict[str, Any]], actor: Actor = SYSTEM
 ) -> list[tuple[Event, bool]]:
@@ -286,16 +287,39 @@ def audit_logs_record(
 
 # What a client may send for an audit record; the rest is request context.
 AUDIT_CLIENT_FIELDS = ("action", "target", "success", "duration_ms", "error", "details")
+AUDIT_CREATE_KEYS = frozenset({*AUDIT_CLIENT_FIELDS, "occurred_at", "entry_id"})
 
 
+def _check_client_action(action: Any) -> str:
+    action = action.strip() if isinstance(action, str) else ""
+    if action.startswith(RESERVED_AUDIT_PREFIXES):
+        raise ValidationError(
+            {
+                "action": "Actions starting with "
+                f"{', '.join(RESERVED_AUDIT_PREFIXES)} are reserved."
+            }
+        )
+    return action
+
+
+@race_safe
 def audit_logs_create(
     *, project_id: int, entries: list[dict[str, Any]], actor: Actor = SYSTEM
 ) -> list[tuple[AuditLog, bool]]:
     """Append client-sent audit records; a repeated `entry_id` returns the stored.
 
+    Actions the services and the request middleware record are reserved.
     Same id with another body raises IdempotencyConflict. Raises on the first
     bad entry, having buffered nothing.
     """
+    unknown = {k for spec in entries for k in spec} - AUDIT_CREATE_KEYS
+    if unknown:
+        raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
+    entries = [
+        {k: v for k, v in spec.items() if v is not None or k == "duration_ms"}
+        | {"action": _check_client_action(spec.get("action"))}
+        for spec in entries
+    ]
     ids = {parse_uuid(e.get("entry_id")) for e in entries} - {None}
     known: dict[uuid.UUID, AuditLog] = journal_buffered(AuditLog, ids)
     if ids:
@@ -337,50 +361,18 @@ def audit_log_create(
     occurred_at: datetime | None = None,
     entry_id: uuid.UUID | None = None,
 ) -> tuple[AuditLog, bool]:
-    """Record a client-reported action; True when created.
-
-    Actions the services and the request middleware record are reserved. A
-    repeated `entry_id` with the same body returns the stored record.
-    """
-    action = (action or "").strip()
-    if action.startswith(RESERVED_AUDIT_PREFIXES):
-        raise ValidationError(
-            {
-                "action": "Actions starting with "
-                f"{', '.join(RESERVED_AUDIT_PREFIXES)} are reserved."
-            }
-        )
-    if entry_id is not None:
-        stored = AuditLog.objects.filter(uuid=entry_id).first()
-        if stored is not None:
-            supplied = {
-                "project_id": project_id,
-                "action": action,
-                "target": target[:500],
-                "success": success,
-                "duration_ms": duration_ms,
-                "error": error,
-                "details": json_clean(details or {}, field="details"),
-            }
-            if occurred_at is not None:
-                supplied["occurred_at"] = occurred_at
-            check_same(
-                {k: getattr(stored, k) for k in supplied}, supplied, what="audit record"
-            )
-            return stored, False
-    entry = audit_log_record(
-        project_id=project_id,
-        action=action,
-        actor=actor,
-        target=target,
-        success=success,
-        duration_ms=duration_ms,
-        error=error,
-        details=details,
-        occurred_at=occurred_at,
-        entry_id=entry_id,
-    )
-    return entry, True
+    """Record a client-reported action; True when created. See audit_logs_create."""
+    spec = {
+        "action": action,
+        "target": target,
+        "success": success,
+        "duration_ms": duration_ms,
+        "error": error,
+        "details": details,
+        "occurred_at": occurred_at,
+        "entry_id": entry_id,
+    }
+    return audit_logs_create(project_id=project_id, entries=[spec], actor=actor)[0]
 
 
 @dataclass(frozen=True)
@@ -467,3 +459,41 @@ def audit_api_requests_record(*, records: list[ApiRequestRecord]) -> int:
     if entries:
         journal_append(audits=entries)
     return len(entries)
+
+
+def audit_operation_applied(
+    *,
+    project_id: int,
+    operation_id: uuid.UUID | None,
+    kinds: tuple[str, ...],
+    subject: tuple[str, str],
+) -> bool:
+    """Whether the update with this operation id was applied already.
+
+    An update that carries an operation id records its event under that
+    uuid, so a replay finds it with one indexed lookup, whatever happened
+    since. Callers lock the row they update first, so a concurrent replay
+    waits for the first to commit and then sees its event. The same id on
+    another kind of write or another object is an IdempotencyConflict.
+    """
+    if operation_id is None:
+        return False
+    event = journal_buffered(Event, {operation_id}).get(operation_id)
+    if event is None:
+        event = (
+            Event.objects.filter(uuid=operation_id)
+            .only("project_id", "kind", "payload")
+            .first()
+        )
+    if event is None:
+        return False
+    key, value = subject
+    if (
+        event.project_id != project_id
+        or event.kind not in kinds
+        or str(event.payload.get(key)) != value
+    ):
+        raise IdempotencyConflict(
+            f"The operation id {operation_id} was used for another write."
+        )
+    return True

@@ -44,6 +44,8 @@ class Conversation(TimeStampedModel):
         Agent, through="Participant", blank=True, related_name="conversations"
     )
     metadata = models.JSONField(default=dict, blank=True)
+    # SHA-256 of the body that created the row: replays are judged by it.
+    create_digest = models.CharField(max_length=64, blank=True, editable=False)
     message_count = models.PositiveIntegerField(default=0, editable=False)
     prompt_tokens = models.BigIntegerField(default=0, editable=False)
     completion_tokens = models.BigIntegerField(default=0, editable=False)
@@ -146,6 +148,8 @@ class Message(models.Model):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replies"
     )
     metadata = models.JSONField(default=dict, blank=True)
+    # SHA-256 of the body that created the row: replays are judged by it.
+    create_digest = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

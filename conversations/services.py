@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.journal import journaled
+from audit.journal import journaled, race_safe
 from audit.models import EventKind
 from audit.services import (
     SYSTEM,
@@ -28,8 +28,10 @@ from conversations.models import (
 from swarmsite.errors import IdempotencyConflict, ValidationError
 from swarmsite.models import Project
 from swarmsite.validation import (
-    check_same,
+    body_digest,
+    check_replay,
     clean_fields,
+    json_check,
     json_object,
     parse_uuid,
     pk_or_none,
@@ -73,7 +75,7 @@ def _conversation_snapshot(
     }
 
 
-@journaled()
+@race_safe
 def conversation_create(
     *,
     project: Project,
@@ -100,13 +102,17 @@ def conversation_create(
     if stored is not None:
         if stored.project_id != project.pk:
             raise IdempotencyConflict(f"The id {conversation.pk} is taken.")
-        check_same(
-            _conversation_snapshot(stored, list(stored.participants.all())),
-            _conversation_snapshot(conversation, agents),
+        check_replay(
+            stored_digest=stored.create_digest,
+            stored=_conversation_snapshot(stored, list(stored.participants.all())),
+            supplied=_conversation_snapshot(conversation, agents),
             what="conversation",
             grown=("participants",),
         )
         return stored, False
+    conversation.create_digest = body_digest(
+        _conversation_snapshot(conversation, agents)
+    )
     conversation.save(force_insert=True)
     Participant.objects.bulk_create(
         [Participant(conversation=conversation, agent=a) for a in agents]
@@ -232,6 +238,7 @@ def _build_message(
     tool_calls = spec.get("tool_calls")
     if tool_calls is not None and not isinstance(tool_calls, list):
         raise ValidationError({"tool_calls": "Must be a JSON list."})
+    json_check(tool_calls, field="tool_calls")
     latency = spec.get("latency_ms")
     if latency is not None and (
         isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0
@@ -356,9 +363,10 @@ def message_append(
             if existing is not None:
                 if existing.conversation_id != conversation.pk:
                     raise IdempotencyConflict(f"The id {message.pk} is taken.")
-                check_same(
-                    _message_snapshot(existing),
-                    _message_snapshot(message),
+                check_replay(
+                    stored_digest=existing.create_digest,
+                    stored=_message_snapshot(existing),
+                    supplied=_message_snapshot(message),
                     what="message",
                 )
                 results.append((existing, False))
@@ -366,6 +374,7 @@ def message_append(
                 continue
         seq += 1
         message.seq = seq
+        message.create_digest = body_digest(_message_snapshot(message))
         new.append(message)
         known[str(message.pk)] = message
         results.append((message, True))

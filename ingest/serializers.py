@@ -21,9 +21,13 @@ from swarmsite.serializers import JSONValueField, StrictInputSerializer
 from tasks.serializers import (
     INT32_MAX,
     AgentCreateInputSerializer,
+    AgentHeartbeatInputSerializer,
     RunCreateInputSerializer,
+    RunUpdateInputSerializer,
     TaskCreateInputSerializer,
+    TaskProgressInputSerializer,
     TaskTransitionInputSerializer,
+    TaskUpdateInputSerializer,
     _cost,
     _id,
     _ids,
@@ -31,18 +35,38 @@ from tasks.serializers import (
 
 ITEM_TYPES = (
     "agent",
+    "heartbeat",
     "task",
+    "task_update",
     "transition",
+    "progress",
     "conversation",
     "message",
     "run",
+    "run_update",
     "event",
     "audit",
 )
 
 
+class HeartbeatItemSerializer(AgentHeartbeatInputSerializer):
+    agent = serializers.UUIDField()
+
+
+class TaskUpdateItemSerializer(TaskUpdateInputSerializer):
+    task = serializers.UUIDField()
+
+
 class TransitionItemSerializer(TaskTransitionInputSerializer):
     task = serializers.UUIDField()
+
+
+class ProgressItemSerializer(TaskProgressInputSerializer):
+    task = serializers.UUIDField()
+
+
+class RunUpdateItemSerializer(RunUpdateInputSerializer):
+    run = serializers.UUIDField()
 
 
 class ConversationItemSerializer(StrictInputSerializer):
@@ -101,11 +125,15 @@ class AuditItemSerializer(StrictInputSerializer):
 # argument names).
 ITEM_SERIALIZERS: dict[str, tuple[type[serializers.Serializer], dict[str, str]]] = {
     "agent": (AgentCreateInputSerializer, {"id": "agent_id"}),
+    "heartbeat": (HeartbeatItemSerializer, {"id": "operation_id"}),
     "task": (TaskCreateInputSerializer, {"id": "task_id"}),
-    "transition": (TransitionItemSerializer, {}),
+    "task_update": (TaskUpdateItemSerializer, {"id": "operation_id"}),
+    "transition": (TransitionItemSerializer, {"id": "operation_id"}),
+    "progress": (ProgressItemSerializer, {"id": "operation_id"}),
     "conversation": (ConversationItemSerializer, {"id": "conversation_id"}),
     "message": (MessageItemSerializer, {}),
     "run": (RunCreateInputSerializer, {"id": "run_id"}),
+    "run_update": (RunUpdateItemSerializer, {"id": "operation_id"}),
     "event": (
         EventCreateInputSerializer,
         {"id": "event_id", "task": "task_id", "conversation": "conversation_id"},
@@ -178,8 +206,9 @@ class IngestItemSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=ITEM_TYPES)
     data = serializers.DictField(
         help_text="The fields of the single endpoint of this type, with the "
-        "parent id inside (`conversation` for a message, `task` for a "
-        "transition)."
+        "parent id inside (`conversation` for a message; `task` for a "
+        "transition, progress or task_update; `run` for a run_update; `agent` "
+        "for a heartbeat). Updates take `id` as their operation id."
     )
 
 

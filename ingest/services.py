@@ -39,15 +39,19 @@ from audit.services import (
 )
 from conversations.models import Conversation
 from conversations.services import conversation_create, message_append
-from swarmsite.errors import Conflict, ServiceError, ValidationError
+from swarmsite.errors import ServiceError, ValidationError
 from swarmsite.metrics import INGEST_ITEMS
 from swarmsite.models import Project
-from tasks.models import Task
+from tasks.models import Agent, AgentRun, Task
 from tasks.services import (
+    agent_heartbeat,
     agent_register,
     run_create_many,
+    run_update,
     task_create_many,
+    task_progress_set,
     task_transition,
+    task_update,
 )
 
 # Items of one bulk statement: bounds the SQL sent and the work redone one by
@@ -143,23 +147,57 @@ def _runs(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
     return [(run.pk, new) for run, new in created]
 
 
+def _target(project: Project, model: type, data: dict, field: str) -> Any:
+    """The project's row that an update item names in `field` (popped)."""
+    pk = data.pop(field)
+    obj = model.objects.filter(project=project, pk=pk).first()
+    if obj is None:
+        name = model._meta.verbose_name
+        raise ValidationError({field: f"No {name} {pk} in this project."})
+    return obj
+
+
 def _transition(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
     data = dict(items[0].data)
-    task_id = data.pop("task")
-    task = Task.objects.filter(project=project, pk=task_id).first()
-    if task is None:
-        raise ValidationError({"task": f"No task {task_id} in this project."})
+    task = _target(project, Task, data, "task")
     expected = data.get("expected_version")
     if (
-        expected is not None
+        data.get("operation_id") is None
+        and expected is not None
         and task.version == expected + 1
         and task.status == data["status"]
     ):
-        # A retried batch: this transition (from version `expected` to this
-        # status) is the one that produced the stored state.
+        # A retried batch without an operation id: this transition (from
+        # version `expected` to this status) produced the stored state.
         return [(task.pk, False)]
-    task_transition(task=task, actor=actor, **data)
-    return [(task.pk, True)]
+    task = task_transition(task=task, actor=actor, **data)
+    return [(task.pk, not task.replayed)]
+
+
+def _task_update(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    data = dict(items[0].data)
+    task = task_update(task=_target(project, Task, data, "task"), actor=actor, **data)
+    return [(task.pk, not getattr(task, "replayed", False))]
+
+
+def _progress(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    data = dict(items[0].data)
+    task = _target(project, Task, data, "task")
+    task = task_progress_set(task=task, actor=actor, **data)
+    return [(task.pk, not task.replayed)]
+
+
+def _run_update(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    data = dict(items[0].data)
+    run = run_update(run=_target(project, AgentRun, data, "run"), actor=actor, **data)
+    return [(run.pk, not run.replayed)]
+
+
+def _heartbeat(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    data = dict(items[0].data)
+    agent = _target(project, Agent, data, "agent")
+    beat = agent_heartbeat(agent=agent, actor=actor, **data)
+    return [(agent.pk, beat is not None)]
 
 
 BULK_HANDLERS: dict[str, Handler] = {
@@ -171,8 +209,12 @@ BULK_HANDLERS: dict[str, Handler] = {
 }
 SINGLE_HANDLERS: dict[str, Handler] = {
     "agent": _agent,
+    "heartbeat": _heartbeat,
     "conversation": _conversation,
     "transition": _transition,
+    "task_update": _task_update,
+    "progress": _progress,
+    "run_update": _run_update,
 }
 
 
@@ -198,9 +240,11 @@ def _segments(items: list[Item]) -> list[list[Item]]:
 def _as_error(exc: Exception) -> ServiceError:
     if isinstance(exc, ServiceError):
         return exc
-    # Input validation catches bad values first; what reaches the database
-    # and fails there is a conflict with stored rows.
-    return Conflict(f"The database refused this item: {str(exc).strip()[:300]}")
+    # Input validation catches bad values first; a value the database still
+    # refuses (out of a column's range) is reported as this item's error.
+    return ValidationError(
+        {"data": f"The database refused this item: {str(exc).strip()[:300]}"}
+    )
 
 
 def _apply(
@@ -213,7 +257,7 @@ def _apply(
     try:
         with journaled():
             outcomes = handler(project, segment, actor)
-    except (ServiceError, IntegrityError, DataError) as exc:
+    except (ServiceError, DataError) as exc:
         if len(segment) == 1:
             item = segment[0]
             results[item.index] = ItemResult(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -28,6 +29,90 @@ def clean_fields(obj: models.Model, *, exclude: Iterable[str] = ()) -> None:
         raise ValidationError.from_django(exc) from exc
 
 
+class Resolver:
+    """Rows of one model that references name, fetched with one query.
+
+    A batch service names every reference first (`want`, `want_many`), then
+    resolves each (`one`, `many`) with the answers `resolve` and
+    `resolve_many` give for a single item. `earlier` holds rows the batch is
+    creating itself, which later items may reference.
+    """
+
+    def __init__(self, model: type[models.Model], *, project: Project) -> None:
+        self.model = model
+        self.project = project
+        self.wanted: set[uuid.UUID] = set()
+        self.found: dict[Any, Any] | None = None
+
+    def _key(self, value: Any) -> Any:
+        if isinstance(value, self.model):
+            return value.pk
+        try:
+            return uuid.UUID(str(value))
+        except ValueError:
+            return value
+
+    def want(self, value: Any) -> None:
+        if value is not None and value != "":
+            key = self._key(value)
+            if isinstance(key, uuid.UUID):
+                self.wanted.add(key)
+                self.found = None
+
+    def want_many(self, values: Any) -> None:
+        if isinstance(values, list | tuple | set):
+            for value in values:
+                self.want(value)
+
+    def _rows(self) -> dict[Any, Any]:
+        if self.found is None:
+            self.found = (
+                {
+                    o.pk: o
+                    for o in self.model.objects.filter(
+                        project=self.project, pk__in=self.wanted
+                    )
+                }
+                if self.wanted
+                else {}
+            )
+        return self.found
+
+    def one(self, *, field: str, value: Any, earlier: dict | None = None) -> Any:
+        """The row `value` names, or a field error; None for no value."""
+        if value is None or value == "":
+            return None
+        self.want(value)
+        pk = self._key(value)
+        obj = (earlier or {}).get(pk) or self._rows().get(pk)
+        if obj is None:
+            name = self.model._meta.verbose_name
+            shown = value.pk if isinstance(value, self.model) else value
+            raise ValidationError({field: f"No {name} {shown} in this project."})
+        return obj
+
+    def many(self, *, field: str, values: Any, earlier: dict | None = None) -> list:
+        """The rows a list of ids names, in order without repeats."""
+        if values is None:
+            return []
+        if not isinstance(values, list | tuple | set):
+            raise ValidationError({field: "Must be a list of ids."})
+        pks = list(dict.fromkeys(self._key(v) for v in values))
+        if any(not isinstance(pk, uuid.UUID) for pk in pks):
+            raise ValidationError({field: "Every item must be a UUID."})
+        self.want_many(pks)
+        earlier = earlier or {}
+        rows = self._rows()
+        objs = {pk: earlier.get(pk) or rows.get(pk) for pk in pks}
+        missing = [str(pk) for pk, obj in objs.items() if obj is None]
+        if missing:
+            name = self.model._meta.verbose_name_plural
+            raise ValidationError(
+                {field: f"No {name} {', '.join(missing)} in this project."}
+            )
+        return list(objs.values())
+
+
 def resolve(
     model: type[models.Model],
     *,
@@ -36,39 +121,14 @@ def resolve(
     value: Any,
 ) -> Any:
     """The `model` row with pk `value` in `project`, or a field error."""
-    if value is None or value == "":
-        return None
-    pk = value.pk if isinstance(value, model) else value
-    try:
-        return model.objects.get(project=project, pk=pk)
-    except (model.DoesNotExist, DjangoValidationError, ValueError) as exc:
-        name = model._meta.verbose_name
-        raise ValidationError({field: f"No {name} {pk} in this project."}) from exc
+    return Resolver(model, project=project).one(field=field, value=value)
 
 
 def resolve_many(
     model: type[models.Model], *, project: Project, field: str, values: Any
 ) -> list[Any]:
-    if values is None:
-        return []
-    if not isinstance(values, list | tuple | set):
-        raise ValidationError({field: "Must be a list of ids."})
-    try:
-        pks = list(
-            dict.fromkeys(
-                v.pk if isinstance(v, model) else uuid.UUID(str(v)) for v in values
-            )
-        )
-    except ValueError as exc:
-        raise ValidationError({field: "Every item must be a UUID."}) from exc
-    found = {o.pk: o for o in model.objects.filter(project=project, pk__in=pks)}
-    missing = [str(pk) for pk in pks if pk not in found]
-    if missing:
-        name = model._meta.verbose_name_plural
-        raise ValidationError(
-            {field: f"No {name} {', '.join(missing)} in this project."}
-        )
-    return [found[pk] for pk in pks]
+    """The `model` rows a list of ids names in `project`, or a field error."""
+    return Resolver(model, project=project).many(field=field, values=values)
 
 
 def parse_uuid(value: Any, *, field: str = "id") -> uuid.UUID | None:
@@ -207,6 +267,36 @@ def check_same(
             f"A {what} with this id exists with different values for: "
             f"{', '.join(differing)}."
         )
+
+
+def body_digest(snapshot: dict[str, Any]) -> str:
+    """A fingerprint of a create's normalised body, kept to judge replays."""
+    text = json.dumps(snapshot, sort_keys=True, default=json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_replay(
+    *,
+    stored_digest: str,
+    stored: dict[str, Any],
+    supplied: dict[str, Any],
+    what: str,
+    grown: Iterable[str] = (),
+) -> None:
+    """Raise IdempotencyConflict unless a repeated create has the created body.
+
+    The row may have changed since it was created (an update, a transition):
+    a replay is judged against the body that created it, kept as a digest.
+    Rows stored before digests existed are judged against their values.
+    """
+    if stored_digest:
+        if body_digest(supplied) == stored_digest:
+            return
+        if body_digest(stored) != stored_digest:
+            raise IdempotencyConflict(
+                f"A {what} with this id was created with a different body."
+            )
+    check_same(stored, supplied, what=what, grown=grown)
 
 
 _AGE = re.compile(r"^(\d+)([hdw])$")

@@ -212,6 +212,8 @@ class Task(TimeStampedModel):
     version = models.PositiveIntegerField(default=1, editable=False)
     started_at = models.DateTimeField(null=True, blank=True, editable=False)
     completed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # SHA-256 of the body that created the row: replays are judged by it.
+    create_digest = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -318,6 +320,8 @@ class AgentRun(TimeStampedModel):
     cost = models.DecimalField(max_digits=16, decimal_places=6, default=0)
     error = models.TextField(blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # SHA-256 of the body that created the row: replays are judged by it.
+    create_digest = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -74,7 +74,15 @@ class AgentUpdateInputSerializer(StrictInputSerializer):
     metadata = JSONValueField(kind=dict, required=False)
 
 
+def _operation_id() -> serializers.UUIDField:
+    return serializers.UUIDField(
+        required=False,
+        help_text="Operation id: a repeated id answers 200 and changes nothing.",
+    )
+
+
 class AgentHeartbeatInputSerializer(StrictInputSerializer):
+    id = _operation_id()
     status = serializers.ChoiceField(choices=AgentStatus.choices, required=False)
     details = JSONValueField(kind=dict, required=False)
 
@@ -168,7 +176,9 @@ class TaskCreateInputSerializer(StrictInputSerializer):
 
 
 class TaskUpdateInputSerializer(StrictInputSerializer):
-    read_only_names = (*TASK_READ_ONLY, "id", "parent", "depends_on")
+    read_only_names = (*TASK_READ_ONLY, "parent", "depends_on")
+
+    id = _operation_id()
 
     title = serializers.CharField(max_length=500, required=False)
     description = serializers.CharField(
@@ -190,6 +200,7 @@ class TaskUpdateInputSerializer(StrictInputSerializer):
 
 
 class TaskTransitionInputSerializer(StrictInputSerializer):
+    id = _operation_id()
     status = serializers.ChoiceField(choices=TaskStatus.choices)
     expected_version = serializers.IntegerField(
         required=False, min_value=1, max_value=INT32_MAX
@@ -204,7 +215,15 @@ class TaskTransitionInputSerializer(StrictInputSerializer):
 
 
 class TaskProgressInputSerializer(StrictInputSerializer):
+    id = _operation_id()
     progress = serializers.IntegerField(min_value=0, max_value=100)
+
+
+class TaskRetryInputSerializer(StrictInputSerializer):
+    id = _operation_id()
+    expected_version = serializers.IntegerField(
+        required=False, min_value=1, max_value=INT32_MAX
+    )
 
 
 # Runs ---------------------------------------------------------------------
@@ -270,7 +289,9 @@ class RunCreateInputSerializer(StrictInputSerializer):
 
 
 class RunUpdateInputSerializer(StrictInputSerializer):
-    read_only_names = (*RUN_READ_ONLY, "id", "task", "agent", "started_at")
+    read_only_names = (*RUN_READ_ONLY, "task", "agent", "started_at")
+
+    id = _operation_id()
 
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
     output_summary = serializers.CharField(

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from audit.selectors import event_list_after
 from audit.serializers import EventPageSerializer, EventSerializer
 from swarmsite.authentication import request_id
-from swarmsite.errors import NotFound, VersionConflict
+from swarmsite.errors import NotFound
 from swarmsite.pagination import PositionPagination
 from swarmsite.permissions import ProjectScopedMixin
 from swarmsite.serializers import created_status, validated
@@ -30,6 +30,7 @@ from tasks.serializers import (
     TaskCreateInputSerializer,
     TaskListSerializer,
     TaskProgressInputSerializer,
+    TaskRetryInputSerializer,
     TaskSerializer,
     TaskTransitionInputSerializer,
     TaskUpdateInputSerializer,
@@ -43,6 +44,7 @@ from tasks.services import (
     run_update,
     task_create,
     task_progress_set,
+    task_retry,
     task_transition,
     task_update,
 )
@@ -104,10 +106,11 @@ class AgentViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         agent = self.get_object()
         agent_heartbeat(
             agent=agent,
+            operation_id=data.pop("id", None),
             actor=agent_actor(agent, correlation_id=request_id(request)),
             **data,
         )
-        return Response(AgentSerializer(agent).data)
+        return Response(AgentSerializer(self.get_object()).data)
 
 
 @extend_schema_view(
@@ -127,6 +130,9 @@ class AgentViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
     ),
     transition=_writes(
         TaskTransitionInputSerializer, TaskSerializer, "Change the status"
+    ),
+    retry=_writes(
+        TaskRetryInputSerializer, TaskSerializer, "Queue a failed task again"
     ),
     progress=_writes(TaskProgressInputSerializer, TaskSerializer, "Set progress"),
     events=extend_schema(
@@ -185,22 +191,45 @@ class TaskViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
 
     def partial_update(self, request, pk=None):
         data = validated(TaskUpdateInputSerializer, request.data)
-        task = self.get_object()
-        expected = data.pop("expected_version", None)
-        if expected is not None and expected != task.version:
-            raise VersionConflict(expected=expected, actual=task.version)
-        return self._render(task_update(task=task, actor=self.actor, **data))
+        task = task_update(
+            task=self.get_object(),
+            operation_id=data.pop("id", None),
+            actor=self.actor,
+            **data,
+        )
+        return self._render(task)
 
     @action(detail=True, methods=["post"])
     def transition(self, request, pk=None):
         data = validated(TaskTransitionInputSerializer, request.data)
-        task = task_transition(task=self.get_object(), actor=self.actor, **data)
+        task = task_transition(
+            task=self.get_object(),
+            operation_id=data.pop("id", None),
+            actor=self.actor,
+            **data,
+        )
         return self._render(task)
 
     @action(detail=True, methods=["post"])
     def progress(self, request, pk=None):
         data = validated(TaskProgressInputSerializer, request.data)
-        task = task_progress_set(task=self.get_object(), actor=self.actor, **data)
+        task = task_progress_set(
+            task=self.get_object(),
+            operation_id=data.pop("id", None),
+            actor=self.actor,
+            **data,
+        )
+        return self._render(task)
+
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        data = validated(TaskRetryInputSerializer, request.data)
+        task = task_retry(
+            task=self.get_object(),
+            operation_id=data.pop("id", None),
+            actor=self.actor,
+            **data,
+        )
         return self._render(task)
 
     @action(detail=True, methods=["get"])
@@ -248,5 +277,10 @@ class RunViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
 
     def partial_update(self, request, pk=None):
         data = validated(RunUpdateInputSerializer, request.data)
-        run = run_update(run=self.get_object(), actor=self.actor, **data)
+        run = run_update(
+            run=self.get_object(),
+            operation_id=data.pop("id", None),
+            actor=self.actor,
+            **data,
+        )
         return Response(RunSerializer(run).data)

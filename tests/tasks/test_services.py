@@ -738,14 +738,14 @@ def test_task_update_without_a_change_keeps_the_version_and_records_nothing(
     assert last_position(project) == start
 
 
-def test_task_update_with_a_stale_copy_is_a_version_conflict(project, task):
+def test_task_update_expecting_an_older_version_is_a_version_conflict(project, task):
     stale = Task.objects.get(pk=task.pk)
     task_update(task=task, title="first writer")
     before = table_counts()
     row = task_row(task)
 
     with pytest.raises(VersionConflict) as exc:
-        task_update(task=stale, title="second writer")
+        task_update(task=stale, expected_version=stale.version, title="second writer")
 
     assert (exc.value.expected, exc.value.actual) == (1, 2)
     assert task_row(task) == row

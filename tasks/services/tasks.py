@@ -1,0 +1,560 @@
+"""Writes to tasks: create, update, lifecycle, progress, retry, roll-ups."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audit.journal import journaled, race_safe
+from audit.models import AuditAction, EventKind
+from audit.services import (
+    SYSTEM,
+    Actor,
+    audit_event_record,
+    audit_events_record,
+    audit_log_record,
+    audit_logs_record,
+    audit_operation_applied,
+)
+from swarmsite.errors import (
+    Conflict,
+    IdempotencyConflict,
+    IllegalTransition,
+    NotFound,
+    ValidationError,
+    VersionConflict,
+)
+from swarmsite.models import Project
+from swarmsite.validation import (
+    Resolver,
+    body_digest,
+    check_replay,
+    clean_fields,
+    json_check,
+    json_list,
+    json_object,
+    parse_uuid,
+    pk_or_none,
+    resolve,
+    resolve_many,
+)
+from tasks.models import (
+    TASK_TRANSITIONS,
+    TERMINAL_STATUSES,
+    Agent,
+    Task,
+    TaskDependency,
+    TaskStatus,
+    Workflow,
+)
+
+# Fields a client may change with task_update; the rest move through their
+# own services (status, progress) or are roll-ups.
+TASK_UPDATABLE_FIELDS = (
+    "title",
+    "description",
+    "session_id",
+    "workflow",
+    "priority",
+    "assigned_agent",
+    "agents",
+    "input",
+    "metadata",
+    "files_touched",
+)
+TASK_CREATE_KEYS = frozenset(
+    {
+        "title",
+        "task_id",
+        "description",
+        "session_id",
+        "workflow",
+        "parent",
+        "priority",
+        "assigned_agent",
+        "agents",
+        "depends_on",
+        "input",
+        "metadata",
+        "files_touched",
+    }
+)
+
+
+def _task_snapshot(task: Task, *, agents: list[Agent], depends_on: list[Task]) -> dict:
+    return {
+        "title": task.title,
+        "description": task.description,
+        "session_id": task.session_id,
+        "workflow": pk_or_none(task.workflow),
+        "parent": pk_or_none(task.parent),
+        "priority": task.priority,
+        "assigned_agent": pk_or_none(task.assigned_agent),
+        "agents": sorted(str(a.pk) for a in agents),
+        "depends_on": sorted(str(t.pk) for t in depends_on),
+        "input": task.input,
+        "metadata": task.metadata,
+        "files_touched": task.files_touched,
+    }
+
+
+def _stored_task_snapshot(task: Task) -> dict:
+    return _task_snapshot(
+        task,
+        agents=list(task.agents.all()),
+        depends_on=list(task.depends_on.all()),
+    )
+
+
+def _whole_number(value: Any, *, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError({field: "Must be a whole number."})
+    return value
+
+
+@race_safe
+def task_create_many(
+    *, project: Project, tasks: list[dict[str, Any]], actor: Actor = SYSTEM
+) -> list[tuple[Task, bool]]:
+    """Create pending tasks in order with bulk INSERTs; repeated ids return them.
+
+    Each item takes task_create's arguments; a task may name an earlier one
+    of the list as its parent or dependency. A repeated id is judged against
+    the body that created the task. Raises on the first bad item, having
+    written nothing.
+    """
+    for spec in tasks:
+        unknown = set(spec) - TASK_CREATE_KEYS
+        if unknown:
+            raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
+    workflows = Resolver(Workflow, project=project)
+    agents = Resolver(Agent, project=project)
+    referenced = Resolver(Task, project=project)
+    for spec in tasks:
+        workflows.want(spec.get("workflow"))
+        agents.want(spec.get("assigned_agent"))
+        agents.want_many(spec.get("agents"))
+        referenced.want(spec.get("parent"))
+        referenced.want_many(spec.get("depends_on"))
+
+    pks = [
+        parse_uuid(spec.get("task_id"), field="id") or uuid.uuid4() for spec in tasks
+    ]
+    stored = {
+        t.pk: t
+        for t in Task.objects.filter(pk__in=pks).prefetch_related(
+            "agents", "depends_on"
+        )
+    }
+    earlier: dict[uuid.UUID, Task] = {}
+    snapshots: dict[uuid.UUID, dict] = {}
+    results: list[tuple[Task, bool]] = []
+    new: list[tuple[Task, list[Agent], list[Task]]] = []
+    for pk, spec in zip(pks, tasks, strict=True):
+        task = Task(
+            id=pk,
+            project=project,
+            title=spec.get("title", ""),
+            description=spec.get("description", ""),
+            session_id=spec.get("session_id", ""),
+            workflow=workflows.one(field="workflow", value=spec.get("workflow")),
+            parent=referenced.one(
+                field="parent", value=spec.get("parent"), earlier=earlier
+            ),
+            priority=_whole_number(spec.get("priority", 0), field="priority"),
+            assigned_agent=agents.one(
+                field="assigned_agent", value=spec.get("assigned_agent")
+            ),
+            input=spec.get("input"),
+            metadata=json_object(spec.get("metadata"), field="metadata"),
+            files_touched=json_list(spec.get("files_touched"), field="files_touched"),
+        )
+        json_check(task.input, field="input")
+        involved = agents.many(field="agents", values=spec.get("agents"))
+        if task.assigned_agent is not None and task.assigned_agent not in involved:
+            involved.append(task.assigned_agent)
+        dep_ids = spec.get("depends_on") or []
+        if any(str(d) == str(pk) for d in dep_ids):
+            raise ValidationError({"depends_on": "A task cannot depend on itself."})
+        deps = referenced.many(field="depends_on", values=dep_ids, earlier=earlier)
+        clean_fields(task)
+        snapshot = _task_snapshot(task, agents=involved, depends_on=deps)
+        existing = earlier.get(pk) or stored.get(pk)
+        if existing is not None:
+            if existing.project_id != project.pk:
+                raise IdempotencyConflict(f"The id {pk} is taken.")
+            if pk not in snapshots:
+                snapshots[pk] = _stored_task_snapshot(existing)
+            check_replay(
+                stored_digest=existing.create_digest,
+                stored=snapshots[pk],
+                supplied=snapshot,
+                what="task",
+                grown=("agents",),
+            )
+            earlier[pk] = existing
+            results.append((existing, False))
+            continue
+        task.create_digest = body_digest(snapshot)
+        earlier[pk] = task
+        snapshots[pk] = snapshot
+        new.append((task, involved, deps))
+        results.append((task, True))
+    if not new:
+        return results
+
+    # Rows in key order: two batches that share ids lock them in one order.
+    Task.objects.bulk_create(sorted((t for t, _, _ in new), key=lambda t: t.pk))
+    Task.agents.through.objects.bulk_create(
+        [
+            Task.agents.through(task_id=task.pk, agent_id=agent.pk)
+            for task, involved, _ in new
+            for agent in involved
+        ]
+    )
+    TaskDependency.objects.bulk_create(
+        [
+            TaskDependency(task=task, depends_on=dep)
+            for task, _, deps in new
+            for dep in deps
+        ]
+    )
+    events, entries = [], []
+    for task, _, _ in new:
+        snapshot = snapshots[task.pk]
+        events.append(
+            {
+                "kind": EventKind.TASK_CREATED,
+                "task_id": task.pk,
+                "payload": {
+                    "task": str(task.pk),
+                    "status": task.status,
+                    **{
+                        k: v
+                        for k, v in snapshot.items()
+                        if k not in ("input", "description")
+                    },
+                },
+            }
+        )
+        entries.append({"action": AuditAction.TASK_CREATED, "obj": task})
+    audit_events_record(project_id=project.pk, events=events, actor=actor)
+    audit_logs_record(project_id=project.pk, entries=entries, actor=actor)
+    return results
+
+
+def task_create(
+    *,
+    project: Project,
+    title: str,
+    task_id: uuid.UUID | str | None = None,
+    actor: Actor = SYSTEM,
+    **fields: Any,
+) -> tuple[Task, bool]:
+    """Create a pending task; a repeated id with the same body returns it.
+
+    `fields` are task_create_many's item keys (description, parent, ...).
+    """
+    spec = {"title": title, "task_id": task_id, **fields}
+    return task_create_many(project=project, tasks=[spec], actor=actor)[0]
+
+
+def _locked(task: Task) -> Task:
+    """`task` reloaded, its row locked until commit (a replay waits here)."""
+    if not Task.objects.select_for_update().filter(pk=task.pk).exists():
+        raise NotFound(f"Task {task.pk} does not exist.")
+    task.refresh_from_db()
+    return task
+
+
+def _replayed(task: Task, operation_id: uuid.UUID | None, *kinds: str) -> bool:
+    """Whether this operation was applied before; marks `task.replayed`."""
+    task.replayed = audit_operation_applied(
+        project_id=task.project_id,
+        operation_id=operation_id,
+        kinds=kinds,
+        subject=("task", str(task.pk)),
+    )
+    return task.replayed
+
+
+@journaled()
+def task_update(
+    *,
+    task: Task,
+    expected_version: int | None = None,
+    operation_id: uuid.UUID | str | None = None,
+    actor: Actor = SYSTEM,
+    **fields: Any,
+) -> Task:
+    """Change a task's descriptive fields; bumps its version when they change.
+
+    `expected_version` refuses the change if the task moved on (409); a
+    repeated `operation_id` changes nothing and sets `task.replayed`.
+    """
+    unknown = set(fields) - set(TASK_UPDATABLE_FIELDS)
+    if unknown:
+        raise ValidationError(
+            dict.fromkeys(unknown, "This field cannot be changed here.")
+        )
+    if expected_version is not None:
+        _whole_number(expected_version, field="expected_version")
+    operation_id = parse_uuid(operation_id, field="id")
+    task = _locked(task)
+    if _replayed(task, operation_id, EventKind.TASK_UPDATED):
+        return task
+    if expected_version is not None and expected_version != task.version:
+        raise VersionConflict(expected=expected_version, actual=task.version)
+    project = task.project
+    agents_before = list(task.agents.all())
+    before = _task_snapshot(task, agents=agents_before, depends_on=[])
+    involved = agents_before
+    if "workflow" in fields:
+        fields["workflow"] = resolve(
+            Workflow, project=project, field="workflow", value=fields["workflow"]
+        )
+    if "assigned_agent" in fields:
+        fields["assigned_agent"] = resolve(
+            Agent,
+            project=project,
+            field="assigned_agent",
+            value=fields["assigned_agent"],
+        )
+    if "agents" in fields:
+        involved = resolve_many(
+            Agent, project=project, field="agents", values=fields.pop("agents")
+        )
+    if "metadata" in fields:
+        fields["metadata"] = json_object(fields["metadata"], field="metadata")
+    if "files_touched" in fields:
+        fields["files_touched"] = json_list(
+            fields["files_touched"], field="files_touched"
+        )
+    if "input" in fields:
+        json_check(fields["input"], field="input")
+    if "priority" in fields:
+        _whole_number(fields["priority"], field="priority")
+    for name, value in fields.items():
+        setattr(task, name, value)
+    if task.assigned_agent is not None and task.assigned_agent not in involved:
+        involved = [*involved, task.assigned_agent]
+    clean_fields(task)
+    after = _task_snapshot(task, agents=involved, depends_on=[])
+    changes = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
+    if not changes and operation_id is None:
+        return task
+    if changes:
+        now = timezone.now()
+        columns = [k for k in changes if k != "agents"]
+        Task.objects.filter(pk=task.pk).update(
+            **{k: getattr(task, k) for k in columns},
+            version=F("version") + 1,
+            updated_at=now,
+        )
+        task.version += 1
+        task.updated_at = now
+        if "agents" in changes:
+            task.agents.set(involved)
+    # With an operation id the event is written even for no change, so a
+    # replay after later updates still finds it and changes nothing.
+    audit_event_record(
+        project_id=task.project_id,
+        kind=EventKind.TASK_UPDATED,
+        actor=actor,
+        task_id=task.pk,
+        payload={"task": str(task.pk), "version": task.version, "changes": changes},
+        event_id=operation_id,
+    )
+    if changes:
+        audit_log_record(
+            project_id=task.project_id,
+            action=AuditAction.TASK_UPDATED,
+            actor=actor,
+            obj=task,
+            changes=changes,
+        )
+    return task
+
+
+@journaled()
+def task_transition(
+    *,
+    task: Task,
+    status: str,
+    expected_version: int | None = None,
+    result: Any = None,
+    result_summary: str | None = None,
+    error: str | None = None,
+    operation_id: uuid.UUID | str | None = None,
+    actor: Actor = SYSTEM,
+) -> Task:
+    """Move a task along its lifecycle with the row locked.
+
+    The row is locked and updated only from the state read under the lock:
+    of several concurrent conflicting transitions exactly one wins, the
+    others raise IllegalTransition or VersionConflict and change nothing. A
+    repeated `operation_id` changes nothing, whatever happened since, and
+    sets `task.replayed`.
+    """
+    if status not in TaskStatus.values:
+        raise ValidationError(
+            {"status": f"Choose from {', '.join(TaskStatus.values)}."}
+        )
+    if expected_version is not None:
+        _whole_number(expected_version, field="expected_version")
+    if result is not None:
+        json_check(result, field="result")
+    operation_id = parse_uuid(operation_id, field="id")
+    stored = _locked(task)
+    if _replayed(stored, operation_id, EventKind.TASK_STATUS_CHANGED):
+        return stored
+    current = {
+        "status": stored.status,
+        "version": stored.version,
+        "started_at": stored.started_at,
+    }
+    if expected_version is not None and expected_version != current["version"]:
+        raise VersionConflict(expected=expected_version, actual=current["version"])
+    if status not in TASK_TRANSITIONS[current["status"]]:
+        raise IllegalTransition(current=current["status"], requested=status)
+    now = timezone.now()
+    values: dict[str, Any] = {"status": status, "updated_at": now}
+    if status == TaskStatus.RUNNING:
+        # The stored value, not the caller's copy: a retry keeps the first start.
+        values["started_at"] = current["started_at"] or now
+    if status in TERMINAL_STATUSES:
+        values["completed_at"] = now
+    if status == TaskStatus.COMPLETED:
+        values["progress"] = 100
+    if status == TaskStatus.QUEUED and current["status"] in TERMINAL_STATUSES:
+        values.update(completed_at=None, error="")
+    if result is not None:
+        values["result"] = result
+    if result_summary is not None:
+        values["result_summary"] = result_summary
+    if error is not None:
+        values["error"] = error
+    Task.objects.filter(pk=task.pk).update(**values, version=F("version") + 1)
+    for name, value in values.items():
+        setattr(stored, name, value)
+    stored.version = current["version"] + 1
+    payload = {
+        "task": str(stored.pk),
+        "from": current["status"],
+        "to": status,
+        "version": stored.version,
+    }
+    if result_summary:
+        payload["result_summary"] = result_summary
+    if error:
+        payload["error"] = error
+    audit_event_record(
+        project_id=stored.project_id,
+        kind=EventKind.TASK_STATUS_CHANGED,
+        actor=actor,
+        task_id=stored.pk,
+        payload=payload,
+        occurred_at=now,
+        event_id=operation_id,
+    )
+    audit_log_record(
+        project_id=stored.project_id,
+        action=AuditAction.TASK_STATUS_CHANGED,
+        actor=actor,
+        obj=stored,
+        changes={"status": [current["status"], status]},
+    )
+    return stored
+
+
+def task_retry(
+    *,
+    task: Task,
+    expected_version: int | None = None,
+    operation_id: uuid.UUID | str | None = None,
+    actor: Actor = SYSTEM,
+) -> Task:
+    """Queue a failed or cancelled task again (`queued`)."""
+    with transaction.atomic():
+        stored = _locked(task)
+        operation_id = parse_uuid(operation_id, field="id")
+        if _replayed(stored, operation_id, EventKind.TASK_STATUS_CHANGED):
+            return stored
+        if stored.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            raise Conflict(
+                "Only failed or cancelled tasks can be retried; "
+                f"this one is {stored.status}."
+            )
+        return task_transition(
+            task=stored,
+            status=TaskStatus.QUEUED,
+            expected_version=expected_version,
+            operation_id=operation_id,
+            actor=actor,
+        )
+
+
+@journaled()
+def task_progress_set(
+    *,
+    task: Task,
+    progress: int,
+    operation_id: uuid.UUID | str | None = None,
+    actor: Actor = SYSTEM,
+) -> Task:
+    """Set an unfinished task's progress (0-100); does not bump its version.
+
+    A repeated `operation_id` changes nothing and sets `task.replayed`.
+    """
+    if (
+        isinstance(progress, bool)
+        or not isinstance(progress, int)
+        or not 0 <= progress <= 100
+    ):
+        raise ValidationError({"progress": "Must be a whole number from 0 to 100."})
+    operation_id = parse_uuid(operation_id, field="id")
+    stored = _locked(task)
+    if _replayed(stored, operation_id, EventKind.TASK_PROGRESS):
+        return stored
+    if stored.status in TERMINAL_STATUSES:
+        raise Conflict(
+            f"The task is {stored.status}; its progress can no longer change."
+        )
+    now = timezone.now()
+    Task.objects.filter(pk=task.pk).update(progress=progress, updated_at=now)
+    previous = stored.progress
+    stored.progress, stored.updated_at = progress, now
+    audit_event_record(
+        project_id=stored.project_id,
+        kind=EventKind.TASK_PROGRESS,
+        actor=actor,
+        task_id=stored.pk,
+        payload={"task": str(stored.pk), "progress": progress, "previous": previous},
+        occurred_at=now,
+        event_id=operation_id,
+    )
+    return stored
+
+
+def task_rollup_add(
+    *,
+    task_id: uuid.UUID,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    cached_tokens: int = 0,
+    cost: Decimal = Decimal(0),
+) -> None:
+    """Add usage to a task's totals in one UPDATE (callers hold a transaction)."""
+    if not (prompt_tokens or completion_tokens or cached_tokens or cost):
+        return
+    Task.objects.filter(pk=task_id).update(
+        prompt_tokens=F("prompt_tokens") + prompt_tokens,
+        completion_tokens=F("completion_tokens") + completion_tokens,
+        cached_tokens=F("cached_tokens") + cached_tokens,
+        cost=F("cost") + cost,
+    )
