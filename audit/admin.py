@@ -231,14 +231,14 @@ class JournalHeadAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 self.message_user(
                     request,
                     f"{head.project}: {report.checked} audit records, chain intact.",
-                    messages.SUCCESS,
+                    level=messages.SUCCESS,
                 )
             else:
                 self.message_user(
                     request,
                     f"{head.project}: chain broken at seq {report.broken_at}: "
                     f"{report.reason}.",
-                    messages.ERROR,
+                    level=messages.ERROR,
                 )
 
 

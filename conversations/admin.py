@@ -18,7 +18,7 @@ from swarmsite.admin_utils import (
     changelist_link,
     truncate,
 )
-from tasks.admin import TASK_BIG_FIELDS, TaskAdmin
+from tasks.admin import TASK_BIG_FIELDS
 
 MESSAGES_PER_PAGE = 50
 PREVIEW_LENGTH = 120
@@ -99,10 +99,6 @@ class TaskConversationInline(ReadOnlyTabularInline):
         return super().get_queryset(request).defer("metadata")
 
 
-# tasks must not import conversations, so the inline is handed over here.
-TaskAdmin.related_inlines = [*TaskAdmin.related_inlines, TaskConversationInline]
-
-
 def _participants(formset) -> list:
     if formset is None:
         return []
@@ -140,6 +136,8 @@ class ConversationAdmin(
     ordering = ("-created_at",)
     sortable_by = ("created_at",)
     changelist_defer = ("metadata", *(f"task__{f}" for f in TASK_BIG_FIELDS))
+    # Read by the task page (OfferedInlinesMixin): tasks cannot import this app.
+    inlines_for = {"tasks.Task": TaskConversationInline}
     autocomplete_fields = ("project", "task")
     add_fields = ("project", "task", "title", "metadata")
     change_fieldsets = (

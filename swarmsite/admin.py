@@ -129,7 +129,7 @@ class ApiKeyAdmin(ServiceAdminMixin, admin.ModelAdmin):
             scopes=data["scopes"],
             expires_at=data.get("expires_at"),
         )
-        messages.warning(
+        self.message_user(
             request,
             format_html(
                 "The secret of API key {} is <code>{}</code>. Copy it now: it is "
@@ -137,6 +137,7 @@ class ApiKeyAdmin(ServiceAdminMixin, admin.ModelAdmin):
                 key.name,
                 secret,
             ),
+            level=messages.WARNING,
         )
         return key
 

@@ -169,6 +169,30 @@ class ReadOnlyTabularInline(ReadOnlyAdminMixin, admin.TabularInline):
         return type(formset.__name__, (formset,), attrs)
 
 
+class OfferedInlinesMixin:
+    """Adds the inlines that admins of other apps offer for this model's page.
+
+    Imports run one way, so a lower app's admin cannot name the inlines of an
+    app above it. The upper app's ModelAdmin offers them instead, with
+    `inlines_for = {"tasks.Task": SomeInline}`, and the page asks the admin
+    site for them per request: no app changes another app's admin.
+    """
+
+    def offered_inlines(
+        self, request, obj
+    ) -> list[type[admin.options.InlineModelAdmin]]:
+        offered = []
+        for relation in self.model._meta.related_objects:
+            try:
+                other = self.admin_site.get_model_admin(relation.related_model)
+            except admin.sites.NotRegistered:
+                continue
+            inline = getattr(other, "inlines_for", {}).get(self.model._meta.label)
+            if inline is not None and inline not in offered:
+                offered.append(inline)
+        return offered
+
+
 # Big tables ---------------------------------------------------------------
 
 
@@ -305,20 +329,34 @@ class UUIDSearchMixin:
 # Writes through services --------------------------------------------------
 
 
+def service_error_messages(error: ServiceError) -> dict[str | None, list[str]]:
+    """A service error's messages by field name; None for the object as a whole."""
+    if isinstance(error, ValidationError) and error.fields:
+        return {
+            None if name == "non_field_errors" else name: msgs
+            for name, msgs in error.fields.items()
+        }
+    if isinstance(error, VersionConflict):
+        return {None: [f"{error.message} Reload the page to see the changes."]}
+    return {None: [error.message]}
+
+
 def add_service_error(form, error: ServiceError) -> None:
     """Show a service error on the form, on its field when the form has one."""
-    if isinstance(error, VersionConflict):
-        form.add_error(None, f"{error.message} Reload the page to see the changes.")
-        return
-    if not isinstance(error, ValidationError):
-        form.add_error(None, error.message)
-        return
-    for name, msgs in error.fields.items():
-        if name in form.fields:
+    for name, msgs in service_error_messages(error).items():
+        if name is None or name in form.fields:
             form.add_error(name, msgs)
         else:
-            label = "" if name == "non_field_errors" else f"{name}: "
-            form.add_error(None, [f"{label}{m}" for m in msgs])
+            form.add_error(None, [f"{name}: {m}" for m in msgs])
+
+
+def service_error_text(error: ServiceError) -> str:
+    """A service error as one line, for `message_user`."""
+    return "; ".join(
+        msg if name is None else f"{name}: {msg}"
+        for name, msgs in service_error_messages(error).items()
+        for msg in msgs
+    )
 
 
 class ServiceAdminMixin:
@@ -389,7 +427,7 @@ def run_service_action(
         modeladmin.message_user(
             request,
             f"Select at most {MAX_ACTION_ROWS} rows for this action.",
-            messages.ERROR,
+            level=messages.ERROR,
         )
         return
     ok, errors = 0, []
@@ -397,16 +435,16 @@ def run_service_action(
         try:
             func(row)
         except ServiceError as exc:
-            errors.append(f"{row}: {exc.message}")
+            errors.append(f"{row}: {service_error_text(exc)}")
         else:
             ok += 1
     if ok:
-        modeladmin.message_user(request, done.format(n=ok), messages.SUCCESS)
+        modeladmin.message_user(request, done.format(n=ok), level=messages.SUCCESS)
     if errors:
         shown = "; ".join(errors[:10])
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
         modeladmin.message_user(
             request,
             f"{failed.format(n=len(errors))}: {shown}{more}",
-            messages.ERROR,
+            level=messages.ERROR,
         )

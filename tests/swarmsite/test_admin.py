@@ -19,9 +19,10 @@ from swarmsite.admin_utils import (
     LargeTablePaginator,
     add_service_error,
     pretty_json,
+    service_error_text,
     table_estimate,
 )
-from swarmsite.errors import ValidationError
+from swarmsite.errors import NotFound, ValidationError, VersionConflict
 from swarmsite.models import ApiKey, Project
 from swarmsite.services import api_key_create, project_create
 from tasks.models import (
@@ -338,3 +339,21 @@ def test_service_errors_land_on_the_form_fields():
     )
     assert form.errors["name"] == ["Taken."]
     assert form.non_field_errors() == ["parent: No agent 1."]
+
+
+def test_service_errors_read_as_one_line_in_admin_messages():
+    fields = ValidationError({"name": "Taken.", "non_field_errors": "Bad."})
+    assert service_error_text(fields) == "name: Taken.; Bad."
+    assert service_error_text(NotFound("No task x.")) == "No task x."
+    conflict = service_error_text(VersionConflict(expected=1, actual=2))
+    assert conflict.endswith("Reload the page to see the changes.")
+
+
+def test_a_lower_apps_admin_shows_inlines_offered_by_an_upper_app(task):
+    task_admin = admin.site.get_model_admin(Task)
+    inlines = task_admin.get_inlines(None, task)
+    assert [i.model for i in task_admin.offered_inlines(None, task)] == [Conversation]
+    assert (
+        inlines[-1]
+        is admin.site.get_model_admin(Conversation).inlines_for["tasks.Task"]
+    )
