@@ -24,7 +24,7 @@ from swarmsite.admin_utils import (
     run_service_action,
     truncate,
 )
-from swarmsite.errors import Conflict, ValidationError
+from swarmsite.errors import ValidationError
 from tasks.models import (
     Agent,
     AgentHeartbeat,
@@ -45,6 +45,7 @@ from tasks.services import (
     task_create,
     task_dependency_add,
     task_dependency_remove,
+    task_retry,
     task_transition,
     task_update,
     workflow_create,
@@ -556,10 +557,12 @@ class TaskAdmin(
         if "agents" in fields:
             fields["agents"] = list(fields["agents"])
         if fields:
-            if data.get("expected_version") is not None:
-                # The conditional UPDATE then refuses a newer stored version.
-                task.version = data["expected_version"]
-            task = task_update(task=task, actor=actor, **fields)
+            task = task_update(
+                task=task,
+                expected_version=data.get("expected_version"),
+                actor=actor,
+                **fields,
+            )
         for other in removed:
             task_dependency_remove(task=task, depends_on=other, actor=actor)
         for other in added:
@@ -587,24 +590,13 @@ class TaskAdmin(
     def retry_tasks(self, request, queryset) -> None:
         actor = admin_actor(request)
 
-        def retry(task: Task) -> Task:
-            if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-                raise Conflict(
-                    f"Only failed or cancelled tasks can be retried; "
-                    f"this one is {task.status}."
-                )
-            return task_transition(
-                task=task,
-                status=TaskStatus.QUEUED,
-                expected_version=task.version,
-                actor=actor,
-            )
-
         run_service_action(
             self,
             request,
             queryset,
-            retry,
+            lambda task: task_retry(
+                task=task, expected_version=task.version, actor=actor
+            ),
             done="Queued {n} tasks again.",
             failed="{n} tasks could not be retried",
         )
