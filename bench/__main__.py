@@ -8,6 +8,7 @@ BENCHMARKS = [
     "bench.api_audit",
     "bench.streams",
     "bench.ingest",
+    "bench.otlp",
     "bench.export",
 ]
 
