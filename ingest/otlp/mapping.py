@@ -670,8 +670,8 @@ def map_spans(
     statuses = statuses or {}
     for trace, members in by_trace.items():
         root = roots.get(trace)
-        if root is not None and features.task_update:
-            # Children may have created the task first, titled by its trace.
+        if root is not None and features.task_update and tasks[trace] in existing:
+            # Children created the task first, titled by its trace.
             plan.add(
                 "task_update",
                 {
@@ -753,9 +753,10 @@ def map_spans(
             data["output_summary"] = _short(summary, SUMMARY_CHARS)
         plan.add("run", data, [i])
 
-    # Model calls: messages.
-    for i in order:
-        if kinds[i] == LLM:
+    # Model calls: messages, one conversation after the other so that each
+    # conversation's messages are appended with one statement.
+    for members in talks.values():
+        for i in members:
             _map_llm(plan, spans[i], i, ids, agent_ids, nearest, spans)
 
     # Tool calls: tool.invoke audit records.
