@@ -19,6 +19,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_GET
 
 from reports.swarm_selectors import (
@@ -126,6 +127,7 @@ def swarm_task_page(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
 
 
 @never_cache
+@gzip_page
 @require_GET
 @staff_json
 def swarm_board_snapshot(request: HttpRequest) -> JsonResponse:
@@ -135,6 +137,7 @@ def swarm_board_snapshot(request: HttpRequest) -> JsonResponse:
 
 
 @never_cache
+@gzip_page
 @require_GET
 @staff_json
 def swarm_task_snapshot_data(request: HttpRequest, task_id: uuid.UUID) -> JsonResponse:

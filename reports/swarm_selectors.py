@@ -75,11 +75,25 @@ TASK_FIELDS = (
     "prompt_tokens",
     "completion_tokens",
     "cost",
-    "version",
     "created_at",
     "started_at",
     "completed_at",
     "updated_at",
+)
+# Left out of a graph node when empty: a thousand nodes stay a small answer.
+NODE_OPTIONAL = frozenset(
+    {
+        "priority",
+        "assigned_agent",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "started_at",
+        "completed_at",
+        "updated_at",
+        "error",
+        "result_summary",
+    }
 )
 AGENT_FIELDS = (
     "id",
@@ -136,6 +150,15 @@ def _task_row(row: dict[str, Any]) -> dict[str, Any]:
     if "summary" in row:
         out["result_summary"] = row["summary"]
     return out
+
+
+def _node_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A task of the graph: empty optional fields are left out."""
+    return {
+        key: value
+        for key, value in _task_row(row).items()
+        if key not in NODE_OPTIONAL or value
+    }
 
 
 def _agent_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -492,7 +515,7 @@ def swarm_task_snapshot(*, task_id: uuid.UUID) -> dict[str, Any]:
     rows = [r for r in rows if r["id"] == root.pk] + [
         r for r in rows if r["id"] != root.pk
     ][: MAX_NODES - 1]
-    nodes = {r["id"]: _task_row(r) for r in rows}
+    nodes = {r["id"]: _node_row(r) for r in rows}
 
     edges = [
         (task, dep)
@@ -503,7 +526,7 @@ def swarm_task_snapshot(*, task_id: uuid.UUID) -> dict[str, Any]:
     ]
     outside = {dep for _, dep in edges if dep not in nodes}
     external = {
-        r["id"]: {**_task_row(r), "external": True}
+        r["id"]: {**_node_row(r), "external": True}
         for r in Task.objects.filter(pk__in=outside).values(*TASK_FIELDS)
     }
     status = {key: n["status"] for key, n in (nodes | external).items()}
@@ -563,7 +586,7 @@ def swarm_task_snapshot(*, task_id: uuid.UUID) -> dict[str, Any]:
     conversations = _conversations(ids)
     usage = _usage_by_agent(ids)
 
-    involved = set(usage) | {n["assigned_agent"] for n in nodes.values()}
+    involved = set(usage) | {n.get("assigned_agent") for n in nodes.values()}
     involved |= {r["agent"] for r in runs}
     involved |= {a for c in conversations["items"] for a in c["participants"]}
     involved |= set(
@@ -581,8 +604,8 @@ def swarm_task_snapshot(*, task_id: uuid.UUID) -> dict[str, Any]:
     }
     assigned: dict[Any, int] = {}
     for node in nodes.values():
-        if node["assigned_agent"] is not None:
-            key = node["assigned_agent"]
+        key = node.get("assigned_agent")
+        if key is not None:
             assigned[key] = assigned.get(key, 0) + 1
     for key, agent in agents.items():
         agent["involved"] = key in involved
@@ -606,7 +629,7 @@ def swarm_task_snapshot(*, task_id: uuid.UUID) -> dict[str, Any]:
         parent = nodes.get(node["parent"])
         if parent is None:
             continue
-        pair = (parent["assigned_agent"], node["assigned_agent"])
+        pair = (parent.get("assigned_agent"), node.get("assigned_agent"))
         if None not in pair and pair[0] != pair[1]:
             delegated[pair] = delegated.get(pair, 0) + 1
     delegations = [{"from": a, "to": b, "tasks": n} for (a, b), n in delegated.items()]

@@ -180,8 +180,9 @@
     return "kind k-" + String(kind).split(".")[0];
   };
 
+  /** GET a JSON body (plain same-origin GET, as a preload of it). */
   Swarm.fetchJSON = function (url) {
-    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } }).then(function (response) {
+    return fetch(url, { credentials: "same-origin" }).then(function (response) {
       if (response.status === 401 || response.status === 403) {
         window.location.href = "/admin/login/?next=" + encodeURIComponent(window.location.pathname + window.location.search);
         throw new Error("not logged in");

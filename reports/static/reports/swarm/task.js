@@ -24,6 +24,7 @@
     events: document.getElementById("events"),
   };
 
+  const tooltip = document.getElementById("graph-tooltip");
   const NODE_W = 196;
   const NODE_H = 44;
   const MAX_EVENTS_SHOWN = 100;
@@ -39,7 +40,8 @@
   let view = { x: 0, y: 0, k: 1 };
   let userMoved = false;
   let graphSvg = null;
-  let viewport = null;
+  let canvas = null;
+  let boxSize = { width: 1000, height: 500 };
 
   // Names ---------------------------------------------------------------------
 
@@ -99,7 +101,7 @@
       h("span", { class: "muted" }, "position ", positionShown)
     );
     const facts = h("div", { class: "facts" },
-      fact("Progress", task.progress + "%", h("div", { class: "bar", style: { width: "120px" } }, h("span", { style: { width: task.progress + "%", background: "var(--st-" + (task.status === "completed" ? "completed" : "running") + ")" } }))),
+      fact("Progress", (task.progress || 0) + "%", h("div", { class: "bar", style: { width: "120px" } }, h("span", { style: { width: (task.progress || 0) + "%", background: "var(--st-" + (task.status === "completed" ? "completed" : "running") + ")" } }))),
       h("div", { class: "fact wide" },
         h("div", { class: "label" }, "Subtasks"),
         h("div", { class: "value", id: "subtask-count" }, S.int(subtasks)),
@@ -136,7 +138,7 @@
       if (node.parent && nodes.has(node.parent) && !isExternal(node)) edges.push({ from: node.parent, to: node.id, parent: true });
     });
     snap.dependencies.forEach(function (dep) {
-      if (nodes.has(dep.task) && nodes.has(dep.depends_on)) edges.push({ from: dep.depends_on, to: dep.task, dep: dep });
+      if (nodes.has(dep.task) && nodes.has(dep.depends_on)) edges.push({ from: dep.depends_on, to: dep.task });
     });
     return edges;
   }
@@ -159,22 +161,31 @@
     return S.clip(parts.join(" · "), 34);
   }
 
+  function progressWidth(node) {
+    return ((NODE_W - 22) * Math.max(0, Math.min(100, node.progress || 0))) / 100;
+  }
+
+  // A few elements per node: a thousand nodes stay cheap to lay out.
   function nodeMarkup(node, p) {
-    const progress = Math.max(0, Math.min(100, node.progress || 0));
     return '<g class="' + nodeClass(node) + '" data-id="' + node.id + '" transform="translate(' + p.x + "," + p.y + ')">' +
-      "<title>" + S.esc(node.title + " — " + node.status + (node.blocked ? " (blocked)" : "")) + "</title>" +
       '<rect class="box" width="' + NODE_W + '" height="' + NODE_H + '" rx="5"></rect>' +
       '<rect class="band" width="6" height="' + NODE_H + '" rx="2"></rect>' +
-      '<text x="13" y="17">' + S.esc(S.clip(node.title, 29)) + "</text>" +
-      '<text class="sub" x="13" y="31">' + S.esc(nodeSub(node)) + "</text>" +
-      '<rect class="prog-bg" x="13" y="37" width="' + (NODE_W - 22) + '" height="2"></rect>' +
-      '<rect class="prog" x="13" y="37" width="' + ((NODE_W - 22) * progress) / 100 + '" height="2"></rect>' +
+      '<text x="13" y="18">' + S.esc(S.clip(node.title, 29)) + "</text>" +
+      '<text class="sub" x="13" y="33">' + S.esc(nodeSub(node)) + "</text>" +
+      '<rect class="prog" x="13" y="38" width="' + progressWidth(node) + '" height="2"></rect>' +
       "</g>";
   }
 
-  function edgeClass(edge) {
+  // Whether an edge is blocked is read from the current snapshot, by its ends.
+  function blockedEdges() {
+    const out = new Set();
+    snap.dependencies.forEach(function (d) { if (d.blocked) out.add(d.depends_on + ">" + d.task); });
+    return out;
+  }
+
+  function edgeClass(edge, blocked) {
     if (edge.parent) return "edge parent";
-    return edge.dep.blocked ? "edge blocked" : "edge";
+    return blocked.has(edge.from + ">" + edge.to) ? "edge blocked" : "edge";
   }
 
   function drawGraph() {
@@ -184,8 +195,12 @@
     nodes.forEach(function (node, id) { if (id !== config.task && !isExternal(node)) ids.push(id); });
     nodes.forEach(function (node, id) { if (isExternal(node)) ids.push(id); });
     const edges = graphEdges();
+    const blocked = blockedEdges();
+    // Read the box before adding the drawing: no layout of the SVG is forced.
     const box = els.graphBox.getBoundingClientRect();
-    const aspect = Math.max(1, (box.width || 1000) / (box.height || 500));
+    const tallest = Math.max(360, Math.round(window.innerHeight * 0.62));
+    boxSize = { width: box.width || 1000, height: tallest };
+    const aspect = Math.max(1, boxSize.width / boxSize.height);
     layout = S.layered(ids, edges.map(function (e) { return [e.from, e.to]; }), {
       nodeW: NODE_W,
       nodeH: NODE_H,
@@ -201,28 +216,32 @@
     const parts = [];
     parts.push('<defs><marker id="arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0L8,4L0,8z" fill="#8592a6"></path></marker>' +
       '<marker id="arrow-blocked" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0L8,4L0,8z" fill="#d9383a"></path></marker></defs>');
-    parts.push('<g class="viewport">');
     parts.push('<g class="edges">');
     edges.forEach(function (edge, i) {
       const a = layout.pos.get(edge.from);
       const b = layout.pos.get(edge.to);
-      const marker = edge.parent ? "" : edge.dep.blocked ? ' marker-end="url(#arrow-blocked)"' : ' marker-end="url(#arrow)"';
-      parts.push('<path class="' + edgeClass(edge) + '" data-i="' + i + '" data-from="' + edge.from + '" data-to="' + edge.to + '" d="' + S.edgePath(a, b, NODE_W, NODE_H) + '"' + marker + "></path>");
+      const cls = edgeClass(edge, blocked);
+      const marker = edge.parent ? "" : cls === "edge blocked" ? ' marker-end="url(#arrow-blocked)"' : ' marker-end="url(#arrow)"';
+      parts.push('<path class="' + cls + '" data-i="' + i + '" data-from="' + edge.from + '" data-to="' + edge.to + '" d="' + S.edgePath(a, b, NODE_W, NODE_H) + '"' + marker + "></path>");
     });
     parts.push("</g><g class=\"nodes\">");
     ids.forEach(function (id) { parts.push(nodeMarkup(nodes.get(id), layout.pos.get(id))); });
-    parts.push("</g></g>");
-    els.graphBox.innerHTML = '<svg xmlns="http://www.w3.org/2000/svg" id="graph" data-nodes="' + ids.length + '" data-edges="' + edges.length + '">' + parts.join("") + "</svg>";
-    graphSvg = els.graphBox.firstChild;
-    viewport = graphSvg.querySelector(".viewport");
+    parts.push("</g>");
+    // A small graph gets a smaller box; a big one the most the screen allows.
+    boxSize.height = Math.min(tallest, Math.max(220, Math.ceil(layout.height * Math.min(1.3, boxSize.width / layout.width)) + 24));
+    els.graphBox.style.height = boxSize.height + "px";
+    if (!userMoved) fitView();
+    // Pan and zoom move an HTML layer (a CSS transform): the SVG inside is
+    // laid out once, not again at every step of a drag.
+    els.graphBox.innerHTML = '<div class="graph-canvas" style="' + viewStyle() + '"><svg xmlns="http://www.w3.org/2000/svg" id="graph" class="' + lodClass() + '" width="' + layout.width + '" height="' + layout.height + '" data-nodes="' + ids.length + '" data-edges="' + edges.length + '">' + parts.join("") + "</svg></div>";
+    canvas = els.graphBox.firstChild;
+    graphSvg = canvas.firstChild;
     graphSvg.__edges = edges;
-    if (!userMoved) fit();
-    else applyView();
-    const blockedEdges = edges.filter(function (e) { return e.dep && e.dep.blocked; }).length;
+    const blockedCount = edges.filter(function (e) { return !e.parent && blocked.has(e.from + ">" + e.to); }).length;
     els.graphNote.textContent = (ids.length - 1) + " subtasks" +
       (snap.truncated ? " (the first " + (ids.length - 1) + "; more are not drawn)" : "") +
-      ", " + snap.dependencies.length + " dependencies, " + blockedEdges + " blocked. " +
-      "Drag to move, wheel to zoom, click a task for details, double-click to open it.";
+      ", " + snap.dependencies.length + " dependencies, " + blockedCount + " blocked. " +
+      "Drag to move, wheel to zoom (titles show from 45 %), click a task for details, double-click to open it.";
   }
 
   // Status, progress, blocked: change the drawn nodes and edges in place.
@@ -232,27 +251,23 @@
       const node = nodes.get(g.getAttribute("data-id"));
       if (!node) return;
       const cls = nodeClass(node) + (changed && changed.has(node.id) ? " changed" : "");
-      if (g.getAttribute("class") !== cls) {
-        g.setAttribute("class", cls);
-        const texts = g.querySelectorAll("text");
-        texts[1].textContent = nodeSub(node);
-        g.querySelector("title").textContent = node.title + " — " + node.status + (node.blocked ? " (blocked)" : "");
-      }
+      const width = String(progressWidth(node));
       const prog = g.querySelector("rect.prog");
-      const width = String(((NODE_W - 22) * Math.max(0, Math.min(100, node.progress || 0))) / 100);
-      if (prog.getAttribute("width") !== width) {
+      if (g.getAttribute("class") !== cls || prog.getAttribute("width") !== width) {
+        g.setAttribute("class", cls);
         prog.setAttribute("width", width);
         g.querySelectorAll("text")[1].textContent = nodeSub(node);
       }
     });
     const edges = graphSvg.__edges;
+    const blocked = blockedEdges();
     graphSvg.querySelectorAll("path.edge").forEach(function (path) {
       const edge = edges[Number(path.getAttribute("data-i"))];
-      const cls = edgeClass(edge);
-      const base = path.getAttribute("class").replace(/ (hot|dim)/g, "");
-      if (base !== cls) {
-        path.setAttribute("class", cls);
-        if (!edge.parent) path.setAttribute("marker-end", edge.dep.blocked ? "url(#arrow-blocked)" : "url(#arrow)");
+      const cls = edgeClass(edge, blocked);
+      const hot = path.classList.contains("hot");
+      if (path.getAttribute("class").replace(" hot", "") !== cls) {
+        path.setAttribute("class", cls + (hot ? " hot" : ""));
+        if (!edge.parent) path.setAttribute("marker-end", cls === "edge blocked" ? "url(#arrow-blocked)" : "url(#arrow)");
       }
     });
     if (changed && changed.size) {
@@ -262,18 +277,42 @@
     }
   }
 
+  const LOD_SCALE = 0.45;
+
+  function viewStyle() {
+    return "transform: translate(" + view.x + "px," + view.y + "px) scale(" + view.k + ")";
+  }
+
+  // Zoomed far out, titles are too small to read: they are not drawn.
+  function lodClass() {
+    return view.k < LOD_SCALE ? "lod-low" : "";
+  }
+
   function applyView() {
-    if (viewport) viewport.setAttribute("transform", "translate(" + view.x + "," + view.y + ") scale(" + view.k + ")");
+    if (!canvas) return;
+    canvas.setAttribute("style", viewStyle());
+    const lod = lodClass();
+    if (graphSvg.getAttribute("class") !== lod) graphSvg.setAttribute("class", lod);
+  }
+
+  function fitView() {
+    if (!layout) return;
+    const k = Math.min(boxSize.width / layout.width, boxSize.height / layout.height, 1.3);
+    view.k = Math.max(k, 0.05);
+    view.x = (boxSize.width - layout.width * view.k) / 2;
+    view.y = Math.max(0, (boxSize.height - layout.height * view.k) / 2);
   }
 
   function fit() {
     const box = els.graphBox.getBoundingClientRect();
-    if (!layout || !box.width) return;
-    const k = Math.min(box.width / layout.width, box.height / layout.height, 1.4);
-    view.k = Math.max(k, 0.05);
-    view.x = (box.width - layout.width * view.k) / 2;
-    view.y = (box.height - layout.height * view.k) / 2;
+    if (box.width) boxSize = { width: box.width, height: box.height };
+    fitView();
     applyView();
+  }
+
+  let timelineWidth = 0;
+  function measure() {
+    timelineWidth = Math.max(els.timeline.clientWidth || 900, 400);
   }
 
   function zoomAt(factor, cx, cy) {
@@ -326,8 +365,21 @@
     });
     box.addEventListener("mouseover", function (event) {
       const g = event.target.closest && event.target.closest("g.node");
-      highlight(g ? g.getAttribute("data-id") : selected);
+      const id = g ? g.getAttribute("data-id") : null;
+      highlight(id || selected);
+      const node = id && nodes.get(id);
+      if (!node) { tooltip.hidden = true; return; }
+      tooltip.textContent = node.title + " — " + (node.blocked ? "blocked, " : "") + node.status +
+        (node.assigned_agent ? " · " + agentName(node.assigned_agent) : "");
+      tooltip.hidden = false;
     });
+    box.addEventListener("mousemove", function (event) {
+      if (tooltip.hidden) return;
+      const rect = box.getBoundingClientRect();
+      tooltip.style.left = Math.min(event.clientX - rect.left + 14, rect.width - 260) + "px";
+      tooltip.style.top = event.clientY - rect.top + 16 + "px";
+    });
+    box.addEventListener("mouseleave", function () { tooltip.hidden = true; });
     document.getElementById("graph-fit").addEventListener("click", function () { userMoved = false; fit(); });
     document.getElementById("graph-in").addEventListener("click", function () {
       const r = box.getBoundingClientRect();
@@ -337,7 +389,11 @@
       const r = box.getBoundingClientRect();
       zoomAt(1 / 1.3, r.width / 2, r.height / 2);
     });
-    window.addEventListener("resize", function () { if (!userMoved) fit(); });
+    window.addEventListener("resize", function () {
+      measure();
+      if (!userMoved) fit();
+      if (snap) renderTimeline();
+    });
   }
 
   let highlighted = null;
@@ -386,8 +442,8 @@
       h("div", null, h("span", { class: "pill st-" + node.status }, node.status), " ", node.blocked ? h("span", { class: "pill blocked" }, "blocked") : null),
       h("dl", null,
         row("Agent", node.assigned_agent ? agentName(node.assigned_agent) : "unassigned"),
-        row("Progress", node.progress + "%"),
-        row("Priority", String(node.priority)),
+        row("Progress", (node.progress || 0) + "%"),
+        row("Priority", String(node.priority || 0)),
         row("Tokens", S.int((node.prompt_tokens || 0) + (node.completion_tokens || 0))),
         row("Cost", S.cost(node.cost)),
         row("Runs", runs.length ? runs.length + " (" + runs.map(function (r) { return r.status; }).join(", ") + ")" : ""),
@@ -522,7 +578,7 @@
       rows.forEach(function (row, i) { lanes.push({ agent: key, label: i === 0 ? (key === "none" ? "(no agent)" : agentName(key)) : "", runs: row.runs }); });
     });
 
-    const width = Math.max(els.timeline.clientWidth || 900, 400);
+    const width = timelineWidth || 900;
     const labelW = 140;
     const laneH = 22;
     const top = 22;
@@ -572,7 +628,7 @@
     let args = fn.arguments;
     try { args = JSON.stringify(JSON.parse(args), null, 2); } catch (e) { args = String(args === undefined ? "" : args); }
     return h("details", { class: "tool-call" },
-      h("summary", null, "🔧 ", h("code", null, (fn.name || call.type || "tool") + "(" + S.clip(String(fn.arguments || "").replace(/\s+/g, " "), 60) + ")"), call.id ? h("span", { class: "muted" }, "  " + call.id) : null),
+      h("summary", null, h("span", { class: "call-tag" }, "tool call"), " ", h("code", null, (fn.name || call.type || "tool") + "(" + S.clip(String(fn.arguments || "").replace(/\s+/g, " "), 60) + ")"), call.id ? h("span", { class: "muted" }, "  " + call.id) : null),
       h("pre", null, args));
   }
 
@@ -645,20 +701,22 @@
   function eventRow(event, fresh) {
     const n = names();
     const task = event.task && nodes.get(event.task);
+    const actor = event.actor ? event.actor.label || event.actor.type : "";
     return h("tr", { "data-position": event.position, class: fresh ? "flash" : null },
-      h("td", { class: "num mono" }, String(event.position)),
-      h("td", null, S.clock(event.occurred_at)),
-      h("td", { class: "kind" }, h("span", { class: S.kindClass(event.kind) }, event.kind)),
-      h("td", null, event.actor ? event.actor.label || event.actor.type : ""),
-      h("td", null, S.summary(event, n)),
-      h("td", null, task && task.id !== config.task ? h("a", { href: S.url(config.task_url, task.id), title: task.title }, S.clip(task.title, 30)) : ""));
+      h("td", { class: "num mono muted" }, String(event.position)),
+      h("td", { class: "mono" }, S.clock(event.occurred_at)),
+      h("td", null,
+        h("div", null, h("span", { class: S.kindClass(event.kind) }, event.kind), " ", S.summary(event, n)),
+        h("div", { class: "event-meta" },
+          actor ? "by " + S.clip(actor, 40) : "",
+          task && task.id !== config.task ? [actor ? " · " : "", h("a", { href: S.url(config.task_url, task.id), title: task.title }, S.clip(task.title, 50))] : null)));
   }
 
   function renderEvents() {
     const body = h("tbody");
     events.slice(-MAX_EVENTS_SHOWN).reverse().forEach(function (e) { body.appendChild(eventRow(e, false)); });
     els.events.replaceChildren(h("table", { class: "swarm-table events" },
-      h("thead", null, h("tr", null, h("th", { class: "num" }, "#"), h("th", null, "Time"), h("th", null, "Kind"), h("th", null, "Actor"), h("th", null, "What happened"), h("th", null, "Task"))),
+      h("thead", null, h("tr", null, h("th", { class: "num" }, "#"), h("th", null, "Time"), h("th", null, "What happened"))),
       body));
   }
 
@@ -678,6 +736,8 @@
     agents = new Map();
     snap.agents.forEach(function (a) { agents.set(a.id, a); });
     convIds = new Set(snap.conversations.map(function (c) { return c.id; }));
+    patches = patches.filter(function (e) { return e.position > snap.position; });
+    patches.forEach(function (e) { patch(e, new Set()); });
     // Events: the snapshot's, and any streamed since that it does not hold.
     const byPosition = new Map();
     snap.events.concat(events).forEach(function (e) { byPosition.set(e.position, e); });
@@ -686,6 +746,7 @@
   }
 
   function drawAll(first) {
+    if (first) measure();
     renderHead();
     const key = Array.from(nodes.keys()).sort().join(",") + "|" + snap.dependencies.map(function (d) { return d.task + ">" + d.depends_on; }).sort().join(",");
     if (key !== structureKey) {
@@ -715,6 +776,38 @@
     return false;
   }
 
+  // Status, progress and heartbeats change the picture at once. Returns
+  // whether the event was one of those; `changed` collects the tasks.
+  function patch(event, changed) {
+    const p = event.payload || {};
+    const node = event.task && nodes.get(event.task);
+    if (event.kind === "task.status_changed" && node) {
+      node.status = p.to;
+      if (p.error) node.error = p.error;
+      if (p.result_summary) node.result_summary = p.result_summary;
+      if (p.to === "running" && !node.started_at) node.started_at = event.occurred_at;
+      if (S.TERMINAL[p.to]) node.completed_at = event.occurred_at;
+      changed.add(node.id);
+      return true;
+    }
+    if (event.kind === "task.progress" && node) {
+      node.progress = p.progress;
+      changed.add(node.id);
+      return true;
+    }
+    if (event.kind === "agent.heartbeat" && agents.has(p.agent)) {
+      const agent = agents.get(p.agent);
+      agent.status = p.status;
+      agent.last_heartbeat_at = event.occurred_at;
+      return true;
+    }
+    return false;
+  }
+
+  // Patches received lately, replayed over a snapshot that is older than
+  // them (a refetch answered after they arrived), so nothing goes back.
+  let patches = [];
+
   function onEvents(list) {
     const mine = list.filter(concerns);
     positionShown.textContent = list[list.length - 1].position;
@@ -722,29 +815,15 @@
     const changed = new Set();
     let stale = false;
     mine.forEach(function (event) {
-      const p = event.payload || {};
-      const node = event.task && nodes.get(event.task);
-      if (event.kind === "task.status_changed" && node) {
-        node.status = p.to;
-        node.version = p.version;
-        if (p.error) node.error = p.error;
-        if (p.result_summary) node.result_summary = p.result_summary;
-        if (p.to === "running" && !node.started_at) node.started_at = event.occurred_at;
-        if (S.TERMINAL[p.to]) node.completed_at = event.occurred_at;
-        changed.add(node.id);
-        stale = true; // usage and runs may follow; the picture is patched now
-      } else if (event.kind === "task.progress" && node) {
-        node.progress = p.progress;
-        changed.add(node.id);
-      } else if (event.kind === "agent.heartbeat") {
-        const agent = agents.get(p.agent);
-        agent.status = p.status;
-        agent.last_heartbeat_at = event.occurred_at;
-        stale = true;
+      if (patch(event, changed)) {
+        patches.push(event);
+        // Usage, runs and heartbeats' lists may follow: ask for them too.
+        if (event.kind !== "task.progress") stale = true;
       } else {
         stale = true;
       }
     });
+    if (patches.length > 500) patches = patches.slice(-500);
     const known = new Set(events.map(function (e) { return e.position; }));
     const fresh = mine.filter(function (e) { return !known.has(e.position); });
     events = events.concat(fresh).slice(-MAX_EVENTS_SHOWN);
@@ -773,9 +852,12 @@
   });
 
   wireGraph();
+  // The same request as the page's preload (task.html): its answer is used.
   S.fetchJSON(config.snapshot_url).then(function (snapshot) {
+    performance.mark("swarm-snapshot");
     absorb(snapshot);
     drawAll(true);
+    performance.mark("swarm-drawn");
     positionShown.textContent = snapshot.position;
     document.body.setAttribute("data-swarm-ready", "1");
     window.swarmReadyAt = performance.now();
