@@ -8,6 +8,7 @@ from rest_framework.exceptions import ValidationError
 
 from audit.models import AuditLog
 from swarmsite.actors import ActorType
+from swarmsite.filters import UTCDateTimeFilter
 
 MAX_FILTER_VALUES = 100
 
@@ -47,10 +48,8 @@ class AuditLogFilterSet(django_filters.FilterSet):
         choices=(("true", "true"), ("false", "false")),
         coerce=lambda value: value == "true",
     )
-    since = django_filters.IsoDateTimeFilter(
-        field_name="occurred_at", lookup_expr="gte"
-    )
-    until = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    since = UTCDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
     request_id = django_filters.CharFilter(max_length=64)
     target = django_filters.CharFilter(max_length=500)
 

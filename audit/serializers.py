@@ -6,7 +6,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from audit.models import AuditLog, Event
-from swarmsite.serializers import JSONValueField, StrictInputSerializer
+from swarmsite.serializers import (
+    JSONValueField,
+    StrictInputSerializer,
+    UTCDateTimeField,
+)
 
 MAX_FILTER_VALUES = 100
 
@@ -88,7 +92,7 @@ class EventCreateInputSerializer(StrictInputSerializer):
     task = serializers.UUIDField(required=False, allow_null=True)
     conversation = serializers.UUIDField(required=False, allow_null=True)
     payload = JSONValueField(kind=dict, required=False)
-    occurred_at = serializers.DateTimeField(required=False)
+    occurred_at = UTCDateTimeField(required=False)
 
 
 class EventPageSerializer(serializers.Serializer):
@@ -166,4 +170,4 @@ class AuditLogCreateInputSerializer(StrictInputSerializer):
         required=False, allow_blank=True, trim_whitespace=False
     )
     details = JSONValueField(kind=dict, required=False)
-    occurred_at = serializers.DateTimeField(required=False)
+    occurred_at = UTCDateTimeField(required=False)

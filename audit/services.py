@@ -27,7 +27,7 @@ from audit.models import (
 from swarmsite.actors import SYSTEM, Actor
 from swarmsite.errors import IdempotencyConflict, ValidationError
 from swarmsite.models import DEFAULT_PROJECT_SLUG, Project
-from swarmsite.validation import check_same, json_clean, parse_uuid
+from swarmsite.validation import check_same, json_clean, parse_uuid, to_utc
 
 
 def audit_event_record(
@@ -83,6 +83,10 @@ def audit_events_record(
     return built
 
 
+def _when(value: datetime | None, default: datetime, field: str) -> datetime:
+    return default if value is None else to_utc(value, field=field)
+
+
 def _check_custom_kind(kind: Any, payload: Any) -> str:
     errors: dict[str, str] = {}
     kind = kind.strip() if isinstance(kind, str) else ""
@@ -131,7 +135,7 @@ def audit_custom_events_create(
                     spec.get("conversation_id"), field="conversation"
                 ),
                 "payload": json_clean(spec.get("payload") or {}, field="payload"),
-                "occurred_at": spec.get("occurred_at") or now,
+                "occurred_at": _when(spec.get("occurred_at"), now, "occurred_at"),
                 "uuid": parse_uuid(spec.get("event_id")),
             }
         )
@@ -259,7 +263,7 @@ def _build_audit_log(
         error=error,
         details=json_clean(details or {}, field="details"),
         changes=json_clean(changes or {}, field="changes"),
-        occurred_at=occurred_at or timezone.now(),
+        occurred_at=_when(occurred_at, timezone.now(), "occurred_at"),
     )
 
 

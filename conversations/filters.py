@@ -11,6 +11,7 @@ from conversations.models import (
     Message,
     MessageRole,
 )
+from swarmsite.filters import UTCDateTimeFilter
 
 INT32_MAX = 2**31 - 1
 
@@ -26,12 +27,8 @@ class ConversationFilterSet(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=ConversationStatus.choices)
     # A participant link is unique per agent, so this join adds no duplicates.
     participant = django_filters.UUIDFilter(field_name="participant_links__agent_id")
-    created_after = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="gte"
-    )
-    created_before = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="lt"
-    )
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Conversation

@@ -6,13 +6,13 @@ import re
 
 from rest_framework import serializers
 
-from swarmsite.serializers import StrictInputSerializer
+from swarmsite.serializers import StrictInputSerializer, UTCDateTimeField
 
 # An unencoded "+" in a query string arrives as a space: "...T10:00:00 02:00".
 _SPACED_OFFSET = re.compile(r" (\d{2}(:?\d{2})?)$")
 
 
-class QueryDateTimeField(serializers.DateTimeField):
+class QueryDateTimeField(UTCDateTimeField):
     """An ISO 8601 datetime; a naive one is taken as UTC."""
 
     def to_internal_value(self, value):

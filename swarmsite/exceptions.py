@@ -8,7 +8,9 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 from rest_framework.response import Response
 
@@ -65,12 +67,37 @@ def _service_error_response(exc: errors.ServiceError) -> Response:
     return Response(error_body(exc.code, exc.message), status=status)
 
 
+# Seconds a client should wait before retrying while the database is away.
+UNAVAILABLE_RETRY_AFTER = 1
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """A lost or refused connection, a pool timeout, a deadlock or a lock wait.
+
+    Each passes once the database answers again, so the client may retry.
+    """
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def unavailable_body() -> dict:
+    return error_body(
+        "unavailable",
+        "The database is not answering; retry after the Retry-After seconds.",
+    )
+
+
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """Every API error in one shape: `{"error": {code, message, fields?}}`."""
     # rest_framework.views reads the auth settings, which name this module.
     from rest_framework.views import exception_handler as drf_exception_handler
     from rest_framework.views import set_rollback
 
+    if is_database_unavailable(exc):
+        return Response(
+            unavailable_body(),
+            status=503,
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+        )
     if isinstance(exc, errors.ServiceError):
         set_rollback()
         return _service_error_response(exc)
@@ -102,6 +129,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
+@csrf_exempt
 def not_found(request, *args, **kwargs) -> JsonResponse:
     """Any path under /api/ that no route matches."""
     return JsonResponse(error_body("not_found", "No such API endpoint."), status=404)

@@ -8,7 +8,7 @@ from typing import Any
 from rest_framework import serializers
 
 from swarmsite import errors
-from swarmsite.validation import json_check
+from swarmsite.validation import json_check, to_utc
 
 
 class JSONValueField(serializers.JSONField):
@@ -77,3 +77,14 @@ def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict
 def created_status(created: bool) -> int:
     """201 for a new resource; 200 for a repeated create with a known id."""
     return 201 if created else 200
+
+
+class UTCDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 datetime, stored and compared in UTC (see `to_utc`)."""
+
+    def to_internal_value(self, value: Any) -> Any:
+        parsed = super().to_internal_value(value)
+        try:
+            return to_utc(parsed, field="value")
+        except errors.ValidationError as exc:
+            raise serializers.ValidationError(exc.fields["value"]) from exc

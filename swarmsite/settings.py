@@ -62,6 +62,8 @@ MIDDLEWARE = [
     "swarmsite.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A database that does not answer gives 503, not 500, outside DRF too.
+    "swarmsite.middleware.DatabaseUnavailableMiddleware",
     # Queues an audit record of every /api/ request; written in bulk.
     "audit.middleware.RequestAuditMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -126,8 +128,16 @@ elif _db["ENGINE"] in (
     _db.setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
-        "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
+        # A request waits this long for a connection, then answers 503.
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=3.0),
+        # psycopg_pool retries a lost connection with a doubling delay for
+        # this long; a short span lets the next request start a fresh
+        # attempt, so the pool is back within a second or two of PostgreSQL.
+        "reconnect_timeout": env.float("DATABASE_POOL_RECONNECT_TIMEOUT", default=2.0),
     }
+    _db["OPTIONS"].setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=3)
+    )
     # With a pool, this makes psycopg check a connection at checkout, so one
     # broken by a PostgreSQL restart is replaced instead of failing a request.
     _db["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", default=True)

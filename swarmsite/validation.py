@@ -158,6 +158,20 @@ def to_count(value: Any, *, field: str) -> int:
     return value
 
 
+def to_utc(value: datetime, *, field: str) -> datetime:
+    """An aware datetime in UTC, which every database keeps.
+
+    PostgreSQL refuses offsets beyond 15:59 that Python allows; a naive
+    value is taken as UTC; a value that leaves the year range is an error.
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValidationError({field: "Out of the supported date range."}) from exc
+
+
 def json_default(value: Any) -> Any:
     """json.dumps' `default` for the values services store in JSON columns."""
     if isinstance(value, datetime):

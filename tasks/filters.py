@@ -5,6 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Q, QuerySet
 
+from swarmsite.filters import UTCDateTimeFilter
 from tasks.models import Agent, AgentRun, AgentStatus, RunStatus, Task, TaskStatus
 
 
@@ -27,12 +28,8 @@ class TaskFilterSet(django_filters.FilterSet):
     workflow = django_filters.UUIDFilter(field_name="workflow_id")
     session_id = django_filters.CharFilter()
     parent = django_filters.UUIDFilter(field_name="parent_id")
-    created_after = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="gte"
-    )
-    created_before = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="lt"
-    )
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
     search = django_filters.CharFilter(method="filter_search")
 
     class Meta:

@@ -92,12 +92,38 @@ class Agent(TimeStampedModel):
     config = models.JSONField(default=dict, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Roll-ups kept current by the services with F() updates (see
+    # tasks.services.rollups): they describe the rows that are stored, so
+    # pruning subtracts what it deletes.
+    tasks_completed = models.PositiveIntegerField(default=0, editable=False)
+    tasks_failed = models.PositiveIntegerField(default=0, editable=False)
+    runs_count = models.PositiveIntegerField(default=0, editable=False)
+    messages_count = models.PositiveIntegerField(default=0, editable=False)
+    prompt_tokens = models.BigIntegerField(default=0, editable=False)
+    completion_tokens = models.BigIntegerField(default=0, editable=False)
+    cached_tokens = models.BigIntegerField(default=0, editable=False)
+    cost = models.DecimalField(
+        max_digits=16, decimal_places=6, default=0, editable=False
+    )
+    # avg_latency_ms = latency_total_ms / latency_count (messages with a latency).
+    latency_total_ms = models.FloatField(default=0, editable=False)
+    latency_count = models.PositiveIntegerField(default=0, editable=False)
+    last_active_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
         constraints = [
             models.UniqueConstraint(
                 fields=["project", "name"], name="agent_name_unique_in_project"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    prompt_tokens__gte=0,
+                    completion_tokens__gte=0,
+                    cached_tokens__gte=0,
+                    cost__gte=0,
+                ),
+                name="agent_rollups_non_negative",
             ),
             _choices_check("status", AgentStatus, "agent_status_valid"),
             models.CheckConstraint(
@@ -112,6 +138,12 @@ class Agent(TimeStampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def avg_latency_ms(self) -> float | None:
+        if not self.latency_count:
+            return None
+        return self.latency_total_ms / self.latency_count
 
 
 class AgentHeartbeat(models.Model):
@@ -147,6 +179,22 @@ class Workflow(TimeStampedModel):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Roll-ups of the workflow's stored tasks, kept current with F() updates.
+    tasks_pending = models.PositiveIntegerField(default=0, editable=False)
+    tasks_queued = models.PositiveIntegerField(default=0, editable=False)
+    tasks_running = models.PositiveIntegerField(default=0, editable=False)
+    tasks_waiting = models.PositiveIntegerField(default=0, editable=False)
+    tasks_completed = models.PositiveIntegerField(default=0, editable=False)
+    tasks_failed = models.PositiveIntegerField(default=0, editable=False)
+    tasks_cancelled = models.PositiveIntegerField(default=0, editable=False)
+    prompt_tokens = models.BigIntegerField(default=0, editable=False)
+    completion_tokens = models.BigIntegerField(default=0, editable=False)
+    cached_tokens = models.BigIntegerField(default=0, editable=False)
+    cost = models.DecimalField(
+        max_digits=16, decimal_places=6, default=0, editable=False
+    )
+    # SHA-256 of the body that created the row: replays are judged by it.
+    create_digest = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -154,10 +202,55 @@ class Workflow(TimeStampedModel):
             models.UniqueConstraint(
                 fields=["project", "name"], name="workflow_name_unique_in_project"
             ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    prompt_tokens__gte=0,
+                    completion_tokens__gte=0,
+                    cached_tokens__gte=0,
+                    cost__gte=0,
+                ),
+                name="workflow_rollups_non_negative",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    def status_counts(self) -> dict[str, int]:
+        return {s: getattr(self, f"tasks_{s}") for s in TaskStatus.values}
+
+    @property
+    def tasks_total(self) -> int:
+        return sum(self.status_counts().values())
+
+    @property
+    def status(self) -> str:
+        return workflow_status(self.status_counts())
+
+
+class WorkflowStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+def workflow_status(counts: dict[str, int]) -> str:
+    """A workflow's status from its tasks' counts by status.
+
+    `open` while it has no task or any task is unfinished; once every task
+    is finished: `failed` if any failed, else `cancelled` if any was
+    cancelled, else `completed` (every task completed).
+    """
+    if not any(counts.values()) or any(
+        counts.get(s, 0) for s in TaskStatus.values if s not in TERMINAL_STATUSES
+    ):
+        return WorkflowStatus.OPEN
+    if counts.get(TaskStatus.FAILED):
+        return WorkflowStatus.FAILED
+    if counts.get(TaskStatus.CANCELLED):
+        return WorkflowStatus.CANCELLED
+    return WorkflowStatus.COMPLETED
 
 
 class Task(TimeStampedModel):
@@ -165,6 +258,8 @@ class Task(TimeStampedModel):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    # A client's own name for the task, unique in the project when not "".
+    key = models.CharField(max_length=200, blank=True, default="")
     title = models.CharField(max_length=500)
     description = models.TextField(blank=True)
     session_id = models.CharField(max_length=200, blank=True)
@@ -210,6 +305,10 @@ class Task(TimeStampedModel):
         max_digits=16, decimal_places=6, default=0, editable=False
     )
     version = models.PositiveIntegerField(default=1, editable=False)
+    # Claims of the work queue: how many times it was taken, and until when
+    # the running claimer holds it (null unless claimed and running).
+    attempts = models.PositiveIntegerField(default=0, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     started_at = models.DateTimeField(null=True, blank=True, editable=False)
     completed_at = models.DateTimeField(null=True, blank=True, editable=False)
     # SHA-256 of the body that created the row: replays are judged by it.
@@ -218,6 +317,11 @@ class Task(TimeStampedModel):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
+            models.UniqueConstraint(
+                fields=["project", "key"],
+                condition=~models.Q(key=""),
+                name="task_key_unique_in_project",
+            ),
             _choices_check("status", TaskStatus, "task_status_valid"),
             models.CheckConstraint(
                 condition=models.Q(progress__gte=0, progress__lte=100),
@@ -256,6 +360,18 @@ class Task(TimeStampedModel):
             ),
             models.Index(
                 fields=["project", "parent", "-created_at"], name="task_parent_idx"
+            ),
+            # The work queue: only queued rows, in claim order, so claiming
+            # does not slow down as finished tasks pile up.
+            models.Index(
+                fields=["project", "-priority", "created_at", "id"],
+                condition=models.Q(status="queued"),
+                name="task_claim_idx",
+            ),
+            models.Index(
+                fields=["project", "lease_expires_at"],
+                condition=models.Q(status="running"),
+                name="task_lease_idx",
             ),
         ]
 

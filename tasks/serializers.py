@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from swarmsite.serializers import JSONValueField, StrictInputSerializer
+from swarmsite.serializers import (
+    JSONValueField,
+    StrictInputSerializer,
+    UTCDateTimeField,
+)
 from tasks.models import Agent, AgentRun, AgentStatus, RunStatus, Task, TaskStatus
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -285,7 +289,7 @@ class RunCreateInputSerializer(StrictInputSerializer):
         required=False, allow_blank=True, trim_whitespace=False
     )
     metadata = JSONValueField(kind=dict, required=False)
-    started_at = serializers.DateTimeField(required=False)
+    started_at = UTCDateTimeField(required=False)
 
 
 class RunUpdateInputSerializer(StrictInputSerializer):

@@ -30,6 +30,7 @@ from swarmsite.validation import (
     pk_or_none,
     to_count,
     to_decimal,
+    to_utc,
 )
 from tasks.models import RUN_TERMINAL_STATUSES, Agent, AgentRun, RunStatus, Task
 from tasks.services.tasks import task_rollup_add
@@ -137,7 +138,9 @@ def run_create_many(
             cost=to_decimal(spec.get("cost", 0), field="cost"),
             error=spec.get("error", ""),
             metadata=json_object(spec.get("metadata"), field="metadata"),
-            started_at=spec.get("started_at") or now,
+            started_at=to_utc(spec["started_at"], field="started_at")
+            if spec.get("started_at")
+            else now,
             ended_at=now if status in RUN_TERMINAL_STATUSES else None,
         )
         clean_fields(run)

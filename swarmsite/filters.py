@@ -1,0 +1,31 @@
+"""FilterSet building blocks shared by every app's lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django import forms
+from django_filters.fields import IsoDateTimeField
+
+from swarmsite import errors
+from swarmsite.validation import to_utc
+
+
+class UTCIsoDateTimeField(IsoDateTimeField):
+    """ISO 8601 in a query, compared in UTC so any offset is valid SQL."""
+
+    def to_python(self, value: Any) -> Any:
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return to_utc(parsed, field="value")
+        except errors.ValidationError as exc:
+            raise forms.ValidationError(exc.fields["value"]) from exc
+
+
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """The one datetime filter of the API's lists."""
+
+    field_class = UTCIsoDateTimeField
