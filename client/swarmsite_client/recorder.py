@@ -116,8 +116,8 @@ class Recorder:
         batch_bytes: int = 4 * 1024 * 1024,
         batch_interval: float = 0.05,
         max_backoff: float = 30.0,
-        lease_seconds: float = 30.0,
-        timeout: float = 10.0,
+        lease_seconds: float = 90.0,
+        timeout: float = 30.0,
         flush_at_exit: float = 10.0,
         namespace: str | None = None,
         start: bool = True,
@@ -214,9 +214,12 @@ class Recorder:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(self.timeout + 5)
-        with contextlib.suppress(Exception):
-            self._outbox.release_lease()
+            self._thread.join(5)
+        if self._thread is None or not self._thread.is_alive():
+            # Kept while a request may still be in flight: nobody else may
+            # send its items until it lapses (or this process is gone).
+            with contextlib.suppress(Exception):
+                self._outbox.release_lease()
         self._http.close()
         self._outbox.close()
         atexit.unregister(self._atexit)
@@ -523,8 +526,6 @@ class Recorder:
         one) goes `running` on entry, then `completed`, or `failed` with the
         error when the block raises. The handle has `.id`, `.progress(v)`
         and settable `.result` / `.summary`."""
-        if task is None and title is None:
-            raise ValueError("track_task needs a title or an existing task id")
         return Tracked(self, "task", title=title, task=task, fields=fields)
 
     def track_run(self, *, task: Any = None, agent: Any = None, **fields: Any):
@@ -616,6 +617,9 @@ class Recorder:
         try:
             response = self._http.post("/api/v1/ingest/", content=payload)
         except httpx.TransportError as exc:
+            if isinstance(exc, httpx.TimeoutException) and len(batch) > 1:
+                # A server too slow for this batch: smaller ones get through.
+                self.batch_items = max(1, len(batch) // 2)
             self._away(f"{type(exc).__name__}: {exc}", len(batch))
             return -1
         status = response.status_code
@@ -666,7 +670,7 @@ class Recorder:
             self._last_error = None
         if refused:
             self._dead_lettered(batch, refused)
-        self.batch_items = self._batch_items_configured
+        self.batch_items = min(self._batch_items_configured, self.batch_items * 2)
         self._notify()
         return None
 
@@ -787,6 +791,8 @@ class Tracked(contextlib.ContextDecorator):
     def __enter__(self) -> Tracked:
         r = self.recorder
         if self.what == "task":
+            if self.task is None and self.title is None:
+                raise ValueError("track_task needs a title or an existing task id")
             self.id = str(self.task) if self.task else r.task(self.title, **self.fields)
             r.transition(self.id, "running")
         else:
