@@ -79,3 +79,13 @@ class VersionConflict(Conflict):
         super().__init__(
             f"Expected version {expected}, but the stored version is {actual}."
         )
+
+
+class DependencyCycle(Conflict):
+    """A dependency edge would close a cycle; `fields` names the field."""
+
+    code = "dependency_cycle"
+
+    def __init__(self, message: str, *, field: str = "depends_on") -> None:
+        self.fields = {field: [message]}
+        super().__init__(message)

@@ -6,7 +6,15 @@ import django_filters
 from django.db.models import Q, QuerySet
 
 from swarmsite.filters import UTCDateTimeFilter
-from tasks.models import Agent, AgentRun, AgentStatus, RunStatus, Task, TaskStatus
+from tasks.models import (
+    Agent,
+    AgentRun,
+    AgentStatus,
+    RunStatus,
+    Task,
+    TaskStatus,
+    Workflow,
+)
 
 
 class AgentFilterSet(django_filters.FilterSet):
@@ -31,10 +39,15 @@ class TaskFilterSet(django_filters.FilterSet):
     created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
     search = django_filters.CharFilter(method="filter_search")
+    key = django_filters.CharFilter()
+    # `blocked` is annotated by tasks.selectors.task_list.
+    blocked = django_filters.BooleanFilter(field_name="blocked")
 
     class Meta:
         model = Task
         fields = [
+            "key",
+            "blocked",
             "status",
             "assigned_agent",
             "agent",
@@ -60,3 +73,11 @@ class RunFilterSet(django_filters.FilterSet):
     class Meta:
         model = AgentRun
         fields = ["task", "agent", "status"]
+
+
+class WorkflowFilterSet(django_filters.FilterSet):
+    name = django_filters.CharFilter()
+
+    class Meta:
+        model = Workflow
+        fields = ["name"]

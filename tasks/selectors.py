@@ -5,11 +5,28 @@ from __future__ import annotations
 import uuid
 
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from swarmsite.errors import NotFound
 from swarmsite.models import Project
-from tasks.models import Agent, AgentRun, Task
+from tasks.models import (
+    Agent,
+    AgentHeartbeat,
+    AgentRun,
+    Task,
+    TaskDependency,
+    TaskStatus,
+    Workflow,
+)
+
+
+def blocked_expression() -> Exists:
+    """True for a task with a dependency that is not completed."""
+    return Exists(
+        TaskDependency.objects.filter(task_id=OuterRef("pk")).exclude(
+            depends_on__status=TaskStatus.COMPLETED
+        )
+    )
 
 
 def agent_list(*, project: Project) -> QuerySet[Agent]:
@@ -32,6 +49,7 @@ def task_list(*, project: Project) -> QuerySet[Task]:
         .select_related("assigned_agent", "workflow")
         .prefetch_related("agents")
         .defer("input", "result", "description")
+        .annotate(blocked=blocked_expression())
         .order_by("-created_at", "-id")
     )
 
@@ -44,6 +62,7 @@ def task_get(*, project: Project, task_id: uuid.UUID | str) -> Task:
                 "project", "assigned_agent", "workflow", "parent"
             )
             .prefetch_related("agents", "depends_on")
+            .annotate(blocked=blocked_expression())
             .get(project=project, pk=task_id)
         )
     except (Task.DoesNotExist, ValueError, ValidationError) as exc:
@@ -57,3 +76,21 @@ def run_list(*, project: Project) -> QuerySet[AgentRun]:
         .select_related("task", "agent")
         .order_by("-created_at", "-id")
     )
+
+
+def agent_heartbeat_list(*, agent: Agent) -> QuerySet[AgentHeartbeat]:
+    """An agent's heartbeats, newest first."""
+    return AgentHeartbeat.objects.filter(agent=agent).order_by("-created_at", "-id")
+
+
+def workflow_list(*, project: Project) -> QuerySet[Workflow]:
+    """A project's workflows, newest first."""
+    return Workflow.objects.filter(project=project).order_by("-created_at", "-id")
+
+
+def workflow_get(*, project: Project, workflow_id: uuid.UUID | str) -> Workflow:
+    """One workflow of the project; another project's is not found."""
+    try:
+        return workflow_list(project=project).get(pk=workflow_id)
+    except (Workflow.DoesNotExist, ValueError, ValidationError) as exc:
+        raise NotFound(f"No workflow {workflow_id}.") from exc

@@ -9,7 +9,17 @@ from swarmsite.serializers import (
     StrictInputSerializer,
     UTCDateTimeField,
 )
-from tasks.models import Agent, AgentRun, AgentStatus, RunStatus, Task, TaskStatus
+from tasks.models import (
+    Agent,
+    AgentHeartbeat,
+    AgentRun,
+    AgentStatus,
+    RunStatus,
+    Task,
+    TaskStatus,
+    Workflow,
+    WorkflowStatus,
+)
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -29,7 +39,27 @@ def _id(**kwargs) -> serializers.UUIDField:
 # Agents -------------------------------------------------------------------
 
 
+AGENT_ROLLUPS = (
+    "tasks_completed",
+    "tasks_failed",
+    "runs",
+    "messages_sent",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+    "avg_latency_ms",
+    "last_active_at",
+)
+
+
 class AgentSerializer(serializers.ModelSerializer):
+    """An agent with its stored roll-ups (never summed on read)."""
+
+    runs = serializers.IntegerField(source="runs_count", read_only=True)
+    messages_sent = serializers.IntegerField(source="messages_count", read_only=True)
+    avg_latency_ms = serializers.FloatField(read_only=True, allow_null=True)
+
     class Meta:
         model = Agent
         fields = [
@@ -43,13 +73,27 @@ class AgentSerializer(serializers.ModelSerializer):
             "config",
             "metadata",
             "last_heartbeat_at",
+            *AGENT_ROLLUPS,
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
 
 
-AGENT_READ_ONLY = ("last_heartbeat_at", "created_at", "updated_at", "project")
+class AgentHeartbeatSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AgentHeartbeat
+        fields = ["id", "agent", "status", "details", "created_at"]
+        read_only_fields = fields
+
+
+AGENT_READ_ONLY = (
+    "last_heartbeat_at",
+    "created_at",
+    "updated_at",
+    "project",
+    *AGENT_ROLLUPS,
+)
 
 
 class AgentCreateInputSerializer(StrictInputSerializer):
@@ -95,6 +139,7 @@ class AgentHeartbeatInputSerializer(StrictInputSerializer):
 
 TASK_LIST_FIELDS = [
     "id",
+    "key",
     "title",
     "session_id",
     "workflow",
@@ -113,6 +158,9 @@ TASK_LIST_FIELDS = [
     "cached_tokens",
     "cost",
     "version",
+    "attempts",
+    "lease_expires_at",
+    "blocked",
     "created_at",
     "updated_at",
     "started_at",
@@ -123,6 +171,9 @@ TASK_BIG_FIELDS = ["description", "input", "result", "depends_on"]
 
 TASK_READ_ONLY = (
     "status",
+    "attempts",
+    "lease_expires_at",
+    "blocked",
     "version",
     "progress",
     "result",
@@ -142,6 +193,10 @@ TASK_READ_ONLY = (
 
 class TaskListSerializer(serializers.ModelSerializer):
     agents = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    blocked = serializers.BooleanField(
+        read_only=True,
+        help_text="Some task it depends on is not completed.",
+    )
 
     class Meta:
         model = Task
@@ -161,6 +216,14 @@ class TaskCreateInputSerializer(StrictInputSerializer):
     read_only_names = TASK_READ_ONLY
 
     id = serializers.UUIDField(required=False)
+    key = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="The client's name for the task, unique in the project: "
+        "creating again with a key behaves as with an id.",
+    )
     title = serializers.CharField(max_length=500)
     description = serializers.CharField(
         required=False, allow_blank=True, trim_whitespace=False
@@ -180,7 +243,7 @@ class TaskCreateInputSerializer(StrictInputSerializer):
 
 
 class TaskUpdateInputSerializer(StrictInputSerializer):
-    read_only_names = (*TASK_READ_ONLY, "parent", "depends_on")
+    read_only_names = (*TASK_READ_ONLY, "parent", "depends_on", "key")
 
     id = _operation_id()
 
@@ -228,6 +291,119 @@ class TaskRetryInputSerializer(StrictInputSerializer):
     expected_version = serializers.IntegerField(
         required=False, min_value=1, max_value=INT32_MAX
     )
+
+
+LEASE_MAX_SECONDS = 86_400
+
+
+def _lease_seconds() -> serializers.IntegerField:
+    return serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=LEASE_MAX_SECONDS,
+        help_text="Seconds the lease lasts from now (default 300).",
+    )
+
+
+class TaskClaimInputSerializer(StrictInputSerializer):
+    id = serializers.UUIDField(
+        required=False,
+        help_text="Operation id: a retried claim with this id answers the task "
+        "it claimed and claims nothing more.",
+    )
+    agent = serializers.UUIDField(help_text="The claiming agent.")
+    workflow = _id(help_text="Claim only from this workflow.")
+    session_id = serializers.CharField(max_length=200, required=False)
+    lease_seconds = _lease_seconds()
+
+
+class TaskHeartbeatInputSerializer(StrictInputSerializer):
+    id = _operation_id()
+    lease_seconds = _lease_seconds()
+    agent = _id(help_text="When given, refused unless the task is still its.")
+
+
+class TaskDependenciesInputSerializer(StrictInputSerializer):
+    depends_on = _ids(min_length=1)
+
+
+# Workflows ----------------------------------------------------------------
+
+
+class WorkflowSerializer(serializers.ModelSerializer):
+    """A workflow with its stored roll-ups and derived status."""
+
+    status = serializers.ChoiceField(
+        choices=WorkflowStatus.choices,
+        read_only=True,
+        help_text="open while any task is unfinished (or none exists); once all "
+        "are finished: failed if any failed, else cancelled if any was "
+        "cancelled, else completed.",
+    )
+    task_counts = serializers.SerializerMethodField()
+    tasks_total = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Workflow
+        fields = [
+            "id",
+            "name",
+            "description",
+            "metadata",
+            "status",
+            "task_counts",
+            "tasks_total",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "cost",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_task_counts(self, obj: Workflow) -> dict[str, int]:
+        return obj.status_counts()
+
+
+WORKFLOW_READ_ONLY = (
+    "status",
+    "task_counts",
+    "tasks_total",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+    "created_at",
+    "updated_at",
+    "project",
+)
+
+
+class WorkflowCreateInputSerializer(StrictInputSerializer):
+    read_only_names = WORKFLOW_READ_ONLY
+
+    id = serializers.UUIDField(required=False)
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False
+    )
+    metadata = JSONValueField(kind=dict, required=False)
+
+
+class WorkflowUpdateInputSerializer(StrictInputSerializer):
+    read_only_names = WORKFLOW_READ_ONLY
+
+    id = _operation_id()
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False
+    )
+    metadata = JSONValueField(kind=dict, required=False)
+
+
+class WorkflowCancelInputSerializer(StrictInputSerializer):
+    id = _operation_id()
 
 
 # Runs ---------------------------------------------------------------------

@@ -13,5 +13,6 @@ router.trailing_slash = "/?"
 router.register("agents", views.AgentViewSet, basename="agent")
 router.register("tasks", views.TaskViewSet, basename="task")
 router.register("runs", views.RunViewSet, basename="run")
+router.register("workflows", views.WorkflowViewSet, basename="workflow")
 
 urlpatterns = router.urls

@@ -16,24 +16,41 @@ from swarmsite.errors import NotFound
 from swarmsite.pagination import PositionPagination
 from swarmsite.permissions import ProjectScopedMixin
 from swarmsite.serializers import created_status, validated
-from tasks.filters import AgentFilterSet, RunFilterSet, TaskFilterSet
-from tasks.models import Agent, AgentRun, Task
-from tasks.selectors import agent_get, agent_list, run_list, task_get, task_list
+from tasks.filters import AgentFilterSet, RunFilterSet, TaskFilterSet, WorkflowFilterSet
+from tasks.models import Agent, AgentRun, Task, Workflow
+from tasks.selectors import (
+    agent_get,
+    agent_heartbeat_list,
+    agent_list,
+    run_list,
+    task_get,
+    task_list,
+    workflow_get,
+    workflow_list,
+)
 from tasks.serializers import (
     AgentCreateInputSerializer,
     AgentHeartbeatInputSerializer,
+    AgentHeartbeatSerializer,
     AgentSerializer,
     AgentUpdateInputSerializer,
     RunCreateInputSerializer,
     RunSerializer,
     RunUpdateInputSerializer,
+    TaskClaimInputSerializer,
     TaskCreateInputSerializer,
+    TaskDependenciesInputSerializer,
+    TaskHeartbeatInputSerializer,
     TaskListSerializer,
     TaskProgressInputSerializer,
     TaskRetryInputSerializer,
     TaskSerializer,
     TaskTransitionInputSerializer,
     TaskUpdateInputSerializer,
+    WorkflowCancelInputSerializer,
+    WorkflowCreateInputSerializer,
+    WorkflowSerializer,
+    WorkflowUpdateInputSerializer,
 )
 from tasks.services import (
     agent_actor,
@@ -42,11 +59,18 @@ from tasks.services import (
     agent_update,
     run_create,
     run_update,
+    task_claim,
     task_create,
+    task_dependencies_add,
+    task_dependency_remove,
+    task_lease_extend,
     task_progress_set,
     task_retry,
     task_transition,
     task_update,
+    workflow_cancel,
+    workflow_create,
+    workflow_update,
 )
 
 
@@ -73,6 +97,10 @@ def _creates(request, response, summary: str):
     create=_creates(AgentCreateInputSerializer, AgentSerializer, "Register an agent"),
     partial_update=_writes(AgentUpdateInputSerializer, AgentSerializer, "Update"),
     heartbeat=_writes(AgentHeartbeatInputSerializer, AgentSerializer, "Heartbeat"),
+    heartbeats=extend_schema(
+        summary="The agent's heartbeat history, newest first",
+        responses=AgentHeartbeatSerializer(many=True),
+    ),
 )
 class AgentViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Agents of the caller's project; register, update, heartbeat."""
@@ -112,6 +140,14 @@ class AgentViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         )
         return Response(AgentSerializer(self.get_object()).data)
 
+    @action(detail=True, methods=["get"])
+    def heartbeats(self, request, pk=None):
+        beats = agent_heartbeat_list(agent=self.get_object())
+        page = self.paginate_queryset(beats)
+        return self.get_paginated_response(
+            AgentHeartbeatSerializer(page, many=True).data
+        )
+
 
 @extend_schema_view(
     list=extend_schema(
@@ -135,6 +171,24 @@ class AgentViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         TaskRetryInputSerializer, TaskSerializer, "Queue a failed task again"
     ),
     progress=_writes(TaskProgressInputSerializer, TaskSerializer, "Set progress"),
+    claim=extend_schema(
+        summary="Claim the best claimable task",
+        description="Atomically takes the queued task with the highest priority, "
+        "then the oldest, whose dependencies are all completed: it becomes "
+        "running, assigned to `agent`, with a lease. 204 when nothing is "
+        "claimable.",
+        request=TaskClaimInputSerializer,
+        responses={200: TaskSerializer, 204: None},
+    ),
+    heartbeat=_writes(
+        TaskHeartbeatInputSerializer, TaskSerializer, "Extend a running task's lease"
+    ),
+    dependencies=_writes(
+        TaskDependenciesInputSerializer, TaskSerializer, "Add dependencies"
+    ),
+    dependency_remove=extend_schema(
+        summary="Remove one dependency", request=None, responses={204: None}
+    ),
     events=extend_schema(
         summary="Events of the task after a position",
         parameters=[
@@ -232,6 +286,50 @@ class TaskViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         )
         return self._render(task)
 
+    @action(detail=False, methods=["post"])
+    def claim(self, request):
+        data = validated(TaskClaimInputSerializer, request.data)
+        task = task_claim(
+            project=self.project,
+            operation_id=data.pop("id", None),
+            actor=self.actor,
+            **data,
+        )
+        if task is None:
+            return Response(status=204)
+        return self._render(task)
+
+    @action(detail=True, methods=["post"])
+    def heartbeat(self, request, pk=None):
+        data = validated(TaskHeartbeatInputSerializer, request.data)
+        task = task_lease_extend(
+            task=self.get_object(),
+            operation_id=data.pop("id", None),
+            actor=self.actor,
+            **data,
+        )
+        return self._render(task)
+
+    @action(detail=True, methods=["post"])
+    def dependencies(self, request, pk=None):
+        data = validated(TaskDependenciesInputSerializer, request.data)
+        task = self.get_object()
+        task_dependencies_add(
+            task=task, depends_on=data["depends_on"], actor=self.actor
+        )
+        return self._render(task)
+
+    @action(
+        detail=True,
+        methods=["delete"],
+        url_path=r"dependencies/(?P<other_id>[^/.]+)",
+    )
+    def dependency_remove(self, request, pk=None, other_id=None):
+        task = self.get_object()
+        other = task_get(project=self.project, task_id=other_id)
+        task_dependency_remove(task=task, depends_on=other, actor=self.actor)
+        return Response(status=204)
+
     @action(detail=True, methods=["get"])
     def events(self, request, pk=None):
         task = self.get_object()
@@ -284,3 +382,63 @@ class RunViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
             **data,
         )
         return Response(RunSerializer(run).data)
+
+
+@extend_schema_view(
+    create=_creates(
+        WorkflowCreateInputSerializer, WorkflowSerializer, "Create a workflow"
+    ),
+    partial_update=_writes(
+        WorkflowUpdateInputSerializer, WorkflowSerializer, "Update a workflow"
+    ),
+    cancel=_writes(
+        WorkflowCancelInputSerializer,
+        WorkflowSerializer,
+        "Cancel every unfinished task of the workflow",
+    ),
+)
+class WorkflowViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Workflows of the caller's project with their roll-ups; tasks of one
+    workflow are `GET /api/v1/tasks/?workflow=<id>`."""
+
+    serializer_class = WorkflowSerializer
+    filterset_class = WorkflowFilterSet
+
+    def get_queryset(self):
+        if _schema_only(self):
+            return Workflow.objects.none()
+        return workflow_list(project=self.project)
+
+    def get_object(self) -> Workflow:
+        return workflow_get(project=self.project, workflow_id=self.kwargs["pk"])
+
+    def create(self, request):
+        data = validated(WorkflowCreateInputSerializer, request.data)
+        if "id" in data:
+            data["workflow_id"] = data.pop("id")
+        workflow, created = workflow_create(
+            project=self.project, actor=self.actor, **data
+        )
+        return Response(
+            WorkflowSerializer(workflow).data, status=created_status(created)
+        )
+
+    def partial_update(self, request, pk=None):
+        data = validated(WorkflowUpdateInputSerializer, request.data)
+        workflow = workflow_update(
+            workflow=self.get_object(),
+            operation_id=data.pop("id", None),
+            actor=self.actor,
+            **data,
+        )
+        return Response(WorkflowSerializer(workflow).data)
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        data = validated(WorkflowCancelInputSerializer, request.data)
+        workflow = workflow_cancel(
+            workflow=self.get_object(),
+            operation_id=data.pop("id", None),
+            actor=self.actor,
+        )
+        return Response(WorkflowSerializer(workflow).data)

@@ -11,7 +11,30 @@ from tasks.services.agents import (
     agent_register,
     agent_update,
 )
-from tasks.services.dependencies import task_dependency_add, task_dependency_remove
+from tasks.services.dependencies import (
+    task_dependencies_add,
+    task_dependency_add,
+    task_dependency_remove,
+)
+from tasks.services.queue import (
+    LEASE_DEFAULT_SECONDS,
+    LEASE_MAX_SECONDS,
+    TASK_LEASE_EXPIRED,
+    TASK_LEASE_EXTENDED,
+    blocked_expression,
+    task_claim,
+    task_lease_extend,
+    task_leases_expire,
+    task_leases_sweep,
+)
+from tasks.services.rollups import (
+    agent_rollups_apply,
+    messages_rollup,
+    runs_rollup,
+    tasks_rollup,
+    usage_counts,
+    workflow_rollups_apply,
+)
 from tasks.services.runs import (
     RUN_CREATE_KEYS,
     RUN_UPDATABLE_FIELDS,
@@ -30,10 +53,36 @@ from tasks.services.tasks import (
     task_transition,
     task_update,
 )
-from tasks.services.workflows import workflow_create
+from tasks.services.workflows import (
+    WORKFLOW_CANCELLED,
+    WORKFLOW_UPDATED,
+    workflow_cancel,
+    workflow_create,
+    workflow_update,
+)
 
 __all__ = [
     "AGENT_UPDATABLE_FIELDS",
+    "LEASE_DEFAULT_SECONDS",
+    "LEASE_MAX_SECONDS",
+    "TASK_LEASE_EXPIRED",
+    "TASK_LEASE_EXTENDED",
+    "WORKFLOW_CANCELLED",
+    "WORKFLOW_UPDATED",
+    "agent_rollups_apply",
+    "blocked_expression",
+    "messages_rollup",
+    "runs_rollup",
+    "task_claim",
+    "task_dependencies_add",
+    "task_lease_extend",
+    "task_leases_expire",
+    "task_leases_sweep",
+    "tasks_rollup",
+    "usage_counts",
+    "workflow_cancel",
+    "workflow_rollups_apply",
+    "workflow_update",
     "RUN_CREATE_KEYS",
     "RUN_UPDATABLE_FIELDS",
     "TASK_CREATE_KEYS",

@@ -205,7 +205,7 @@ def agent_heartbeat(
         created_at=now,
     )
     Agent.objects.filter(pk=agent.pk).update(
-        status=status, last_heartbeat_at=now, updated_at=now
+        status=status, last_heartbeat_at=now, last_active_at=now, updated_at=now
     )
     agent.status, agent.last_heartbeat_at, agent.updated_at = status, now, now
     audit_event_record(

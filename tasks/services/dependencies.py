@@ -7,7 +7,7 @@ import uuid
 from audit.journal import journaled
 from audit.models import EventKind
 from audit.services import SYSTEM, Actor, audit_event_record
-from swarmsite.errors import ValidationError
+from swarmsite.errors import DependencyCycle, ValidationError
 from swarmsite.models import Project
 from swarmsite.validation import resolve
 from tasks.models import Task, TaskDependency
@@ -53,9 +53,7 @@ def task_dependency_add(
     if existing is not None:
         return existing
     if _reaches(other.pk, task.pk):
-        raise ValidationError(
-            {"depends_on": f"Task {other.pk} already depends on {task.pk}: a cycle."}
-        )
+        raise DependencyCycle(f"Task {other.pk} already depends on {task.pk}: a cycle.")
     edge = TaskDependency.objects.create(task=task, depends_on=other)
     audit_event_record(
         project_id=task.project_id,
@@ -83,3 +81,16 @@ def task_dependency_remove(
             payload={"task": str(task.pk), "depends_on": str(other.pk)},
         )
     return bool(deleted)
+
+
+@journaled()
+def task_dependencies_add(
+    *, task: Task, depends_on: list, actor: Actor = SYSTEM
+) -> list[TaskDependency]:
+    """Make `task` wait for each of `depends_on`, all or none."""
+    if not isinstance(depends_on, list | tuple):
+        raise ValidationError({"depends_on": "A list of task ids."})
+    return [
+        task_dependency_add(task=task, depends_on=other, actor=actor)
+        for other in depends_on
+    ]

@@ -33,6 +33,7 @@ from swarmsite.validation import (
     to_utc,
 )
 from tasks.models import RUN_TERMINAL_STATUSES, Agent, AgentRun, RunStatus, Task
+from tasks.services.rollups import agent_rollups_apply, runs_rollup
 from tasks.services.tasks import task_rollup_add
 
 RUN_UPDATABLE_FIELDS = (
@@ -179,6 +180,7 @@ def run_create_many(
             cached_tokens=cached,
             cost=cost,
         )
+    runs_rollup(new)
     links = {(run.task_id, run.agent_id) for run in new if run.agent_id}
     if links:
         # An agent already involved in the task keeps its one link.
@@ -293,13 +295,15 @@ def run_update(
         update_fields.append("ended_at")
     if changes:
         run.save(update_fields=[*update_fields, "updated_at"])
-    task_rollup_add(
-        task_id=run.task_id,
-        prompt_tokens=run.prompt_tokens - old_usage[0],
-        completion_tokens=run.completion_tokens - old_usage[1],
-        cached_tokens=run.cached_tokens - old_usage[2],
-        cost=run.cost - old_usage[3],
-    )
+    delta = {
+        "prompt_tokens": run.prompt_tokens - old_usage[0],
+        "completion_tokens": run.completion_tokens - old_usage[1],
+        "cached_tokens": run.cached_tokens - old_usage[2],
+        "cost": run.cost - old_usage[3],
+    }
+    task_rollup_add(task_id=run.task_id, **delta)
+    if run.agent_id is not None:
+        agent_rollups_apply({run.agent_id: delta}, active_at=timezone.now())
     audit_event_record(
         project_id=run.project_id,
         kind=EventKind.RUN_UPDATED,

@@ -52,6 +52,7 @@ from tasks.models import (
     TaskStatus,
     Workflow,
 )
+from tasks.services.rollups import task_status_moved, task_usage_add, tasks_rollup
 
 # Fields a client may change with task_update; the rest move through their
 # own services (status, progress) or are roll-ups.
@@ -71,6 +72,7 @@ TASK_CREATE_KEYS = frozenset(
     {
         "title",
         "task_id",
+        "key",
         "description",
         "session_id",
         "workflow",
@@ -87,7 +89,9 @@ TASK_CREATE_KEYS = frozenset(
 
 
 def _task_snapshot(task: Task, *, agents: list[Agent], depends_on: list[Task]) -> dict:
-    return {
+    # `key` only when set, so bodies of tasks created before keys existed
+    # keep their digests.
+    return ({"key": task.key} if task.key else {}) | {
         "title": task.title,
         "description": task.description,
         "session_id": task.session_id,
@@ -109,6 +113,16 @@ def _stored_task_snapshot(task: Task) -> dict:
         agents=list(task.agents.all()),
         depends_on=list(task.depends_on.all()),
     )
+
+
+def _task_key(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError({"key": "Must be a string."})
+    if len(value) > 200:
+        raise ValidationError({"key": "At most 200 characters."})
+    return value
 
 
 def _whole_number(value: Any, *, field: str) -> int:
@@ -142,9 +156,26 @@ def task_create_many(
         referenced.want(spec.get("parent"))
         referenced.want_many(spec.get("depends_on"))
 
-    pks = [
-        parse_uuid(spec.get("task_id"), field="id") or uuid.uuid4() for spec in tasks
-    ]
+    supplied = [parse_uuid(spec.get("task_id"), field="id") for spec in tasks]
+    keys = [_task_key(spec.get("key")) for spec in tasks]
+    # A key names the task as an id does: a repeated key is a repeated create.
+    keyed = (
+        dict(
+            Task.objects.filter(project=project, key__in=set(keys) - {""}).values_list(
+                "key", "pk"
+            )
+        )
+        if any(keys)
+        else {}
+    )
+    pks: list[uuid.UUID] = []
+    for pk, key in zip(supplied, keys, strict=True):
+        if key and key not in keyed:
+            keyed[key] = pk or uuid.uuid4()
+        known = keyed.get(key) if key else None
+        if pk is not None and known is not None and known != pk:
+            raise IdempotencyConflict(f"The key {key!r} names task {known}.")
+        pks.append(pk or known or uuid.uuid4())
     stored = {
         t.pk: t
         for t in Task.objects.filter(pk__in=pks).prefetch_related(
@@ -159,6 +190,7 @@ def task_create_many(
         task = Task(
             id=pk,
             project=project,
+            key=_task_key(spec.get("key")),
             title=spec.get("title", ""),
             description=spec.get("description", ""),
             session_id=spec.get("session_id", ""),
@@ -224,6 +256,7 @@ def task_create_many(
             for dep in deps
         ]
     )
+    tasks_rollup(task for task, _, _ in new)
     events, entries = [], []
     for task, _, _ in new:
         snapshot = snapshots[task.pk]
@@ -262,6 +295,19 @@ def task_create(
     """
     spec = {"title": title, "task_id": task_id, **fields}
     return task_create_many(project=project, tasks=[spec], actor=actor)[0]
+
+
+class _RollupView:
+    """A task as its roll-ups saw it before an update moved it."""
+
+    def __init__(self, task: Task, before: dict) -> None:
+        self.status = task.status
+        self.workflow_id = uuid.UUID(before["workflow"]) if before["workflow"] else None
+        self.assigned_agent_id = (
+            uuid.UUID(before["assigned_agent"]) if before["assigned_agent"] else None
+        )
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "cost"):
+            setattr(self, name, getattr(task, name))
 
 
 def _locked(task: Task) -> Task:
@@ -356,6 +402,10 @@ def task_update(
             version=F("version") + 1,
             updated_at=now,
         )
+        if "workflow" in changes or "assigned_agent" in changes:
+            # The task leaves its old workflow and agent roll-ups, joins the new.
+            tasks_rollup([_RollupView(task, before)], sign=-1)
+            tasks_rollup([task])
         task.version += 1
         task.updated_at = now
         if "agents" in changes:
@@ -433,6 +483,8 @@ def task_transition(
         values["progress"] = 100
     if status == TaskStatus.QUEUED and current["status"] in TERMINAL_STATUSES:
         values.update(completed_at=None, error="")
+    if current["status"] == TaskStatus.RUNNING:
+        values["lease_expires_at"] = None
     if result is not None:
         values["result"] = result
     if result_summary is not None:
@@ -443,6 +495,12 @@ def task_transition(
     for name, value in values.items():
         setattr(stored, name, value)
     stored.version = current["version"] + 1
+    task_status_moved(
+        workflow_id=stored.workflow_id,
+        agent_id=stored.assigned_agent_id,
+        before=current["status"],
+        after=status,
+    )
     payload = {
         "task": str(stored.pk),
         "from": current["status"],
@@ -549,12 +607,11 @@ def task_rollup_add(
     cached_tokens: int = 0,
     cost: Decimal = Decimal(0),
 ) -> None:
-    """Add usage to a task's totals in one UPDATE (callers hold a transaction)."""
-    if not (prompt_tokens or completion_tokens or cached_tokens or cost):
-        return
-    Task.objects.filter(pk=task_id).update(
-        prompt_tokens=F("prompt_tokens") + prompt_tokens,
-        completion_tokens=F("completion_tokens") + completion_tokens,
-        cached_tokens=F("cached_tokens") + cached_tokens,
-        cost=F("cost") + cost,
+    """Add usage to a task's and its workflow's totals (callers hold a transaction)."""
+    task_usage_add(
+        task_id=task_id,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached_tokens=cached_tokens,
+        cost=cost,
     )

@@ -10,7 +10,11 @@ from django.db import connection
 from audit.models import Event
 from conversations.models import Conversation, Message
 from conversations.services import conversation_create, message_append_one
-from swarmsite.errors import IllegalTransition, ValidationError, VersionConflict
+from swarmsite.errors import (
+    DependencyCycle,
+    IllegalTransition,
+    VersionConflict,
+)
 from swarmsite.services import project_create
 from tasks.models import Task, TaskDependency
 from tasks.services import task_create, task_dependency_add, task_transition
@@ -144,7 +148,7 @@ def test_racing_edges_that_would_close_a_cycle_leave_at_most_one(project, round_
     edges = TaskDependency.objects.filter(task__in=[a, b])
     assert edges.count() == 1
     assert sum(isinstance(o, TaskDependency) for o in outcomes) == 1
-    assert sum(isinstance(o, ValidationError) for o in outcomes) == 1
+    assert sum(isinstance(o, DependencyCycle) for o in outcomes) == 1
 
 
 def test_racing_edges_that_would_close_a_three_task_cycle_leave_no_cycle(project):
@@ -159,5 +163,5 @@ def test_racing_edges_that_would_close_a_three_task_cycle_leave_no_cycle(project
     )
 
     assert sum(isinstance(o, TaskDependency) for o in outcomes) == 2
-    assert sum(isinstance(o, ValidationError) for o in outcomes) == 1
+    assert sum(isinstance(o, DependencyCycle) for o in outcomes) == 1
     assert TaskDependency.objects.filter(task__in=[a, b, c]).count() == 2

@@ -9,6 +9,7 @@ from audit.journal import journaled
 from audit.models import AuditLog, Event
 from swarmsite.errors import (
     Conflict,
+    DependencyCycle,
     IdempotencyConflict,
     IllegalTransition,
     NotFound,
@@ -1058,7 +1059,7 @@ def test_a_direct_dependency_cycle_is_refused(project, abc):
     task_dependency_add(task=a, depends_on=b)
     before = table_counts()
 
-    with pytest.raises(ValidationError, match="cycle") as exc:
+    with pytest.raises(DependencyCycle, match="cycle") as exc:
         task_dependency_add(task=b, depends_on=a)
 
     assert list(exc.value.fields) == ["depends_on"]
@@ -1071,7 +1072,7 @@ def test_an_indirect_dependency_cycle_is_refused(project, abc):
     task_dependency_add(task=b, depends_on=c)
     before = table_counts()
 
-    with pytest.raises(ValidationError, match="cycle"):
+    with pytest.raises(DependencyCycle, match="cycle"):
         task_dependency_add(task=c, depends_on=a)
 
     assert table_counts() == before
@@ -1083,7 +1084,7 @@ def test_a_cycle_through_dependencies_given_at_create_is_refused(project, abc):
     task_dependency_add(task=a, depends_on=b)
     d, _ = task_create(project=project, title="D", depends_on=[a.pk])
 
-    with pytest.raises(ValidationError, match="cycle"):
+    with pytest.raises(DependencyCycle, match="cycle"):
         task_dependency_add(task=b, depends_on=d)
 
 

@@ -1,0 +1,210 @@
+"""Stored roll-ups of tasks, workflows and agents, kept current with F() updates.
+
+Callers hold a transaction. Rows are updated in primary-key order, so two
+writers that touch the same workflows or agents never wait on each other in
+a cycle.
+
+One owner for usage: a run's tokens and cost always count; a message's count
+for its task, the task's workflow and its sender unless its `metadata` has a
+`run` key (the run it belongs to reports that usage; the conversation's own
+totals still include it). `usage_counts(metadata)` is the rule.
+
+Agent roll-ups describe the rows that are stored: `tasks_completed` and
+`tasks_failed` count the completed and failed tasks assigned to the agent,
+`runs` its runs, `messages_sent` the messages it sent, tokens and cost the
+usage of those runs and messages, `avg_latency_ms` the mean latency of its
+messages that report one. Workflow roll-ups count its tasks by status and add
+their usage. Pruning subtracts what it deletes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from tasks.models import TaskStatus
+
+USAGE = ("prompt_tokens", "completion_tokens", "cached_tokens", "cost")
+AGENT_COLUMNS = (
+    "tasks_completed",
+    "tasks_failed",
+    "runs_count",
+    "messages_count",
+    *USAGE,
+    "latency_total_ms",
+    "latency_count",
+)
+# The agent column counting tasks that ended in this status.
+AGENT_OUTCOME = {
+    TaskStatus.COMPLETED: "tasks_completed",
+    TaskStatus.FAILED: "tasks_failed",
+}
+
+Deltas = dict[Any, dict[str, Any]]
+
+
+def usage_counts(metadata: Any) -> bool:
+    """Whether a message's usage counts in task, workflow and agent roll-ups."""
+    return not (isinstance(metadata, Mapping) and "run" in metadata)
+
+
+def status_column(status: str) -> str:
+    return f"tasks_{status}"
+
+
+def _apply(model: type, deltas: Deltas, *, active_at: datetime | None = None):
+    for pk in sorted((pk for pk in deltas if pk is not None), key=str):
+        values = {name: F(name) + delta for name, delta in deltas[pk].items() if delta}
+        if active_at is not None:
+            values["last_active_at"] = active_at
+        if values:
+            model.objects.filter(pk=pk).update(**values)
+
+
+def workflow_rollups_apply(deltas: Deltas) -> None:
+    """Add `{workflow_id: {column: delta}}` to workflows, in key order."""
+    from tasks.models import Workflow
+
+    _apply(Workflow, deltas)
+
+
+def agent_rollups_apply(deltas: Deltas, *, active_at: datetime | None = None) -> None:
+    """Add `{agent_id: {column: delta}}` to agents, in key order.
+
+    `active_at` also sets `last_active_at` of each of them.
+    """
+    from tasks.models import Agent
+
+    _apply(Agent, deltas, active_at=active_at)
+
+
+def agent_active(agent_id: uuid.UUID | None, at: datetime | None = None) -> None:
+    """Mark an agent active now (claims, lease heartbeats)."""
+    if agent_id is not None:
+        agent_rollups_apply({agent_id: {}}, active_at=at or timezone.now())
+
+
+def task_status_moved(
+    *,
+    workflow_id: uuid.UUID | None,
+    agent_id: uuid.UUID | None,
+    before: str,
+    after: str,
+) -> None:
+    """Roll up one task's status change into its workflow and assigned agent."""
+    if before == after:
+        return
+    if workflow_id is not None:
+        workflow_rollups_apply(
+            {workflow_id: {status_column(before): -1, status_column(after): 1}}
+        )
+    if agent_id is not None:
+        deltas: dict[str, int] = defaultdict(int)
+        if before in AGENT_OUTCOME:
+            deltas[AGENT_OUTCOME[before]] -= 1
+        if after in AGENT_OUTCOME:
+            deltas[AGENT_OUTCOME[after]] += 1
+        if deltas:
+            agent_rollups_apply({agent_id: deltas})
+
+
+def tasks_rollup(tasks: Iterable[Any], *, sign: int = 1) -> None:
+    """Count tasks in (or, sign -1, out of) their workflows and agents.
+
+    Each item has `workflow_id`, `assigned_agent_id`, `status` and the usage
+    columns (a Task, or a dict-like row through `getattr`).
+    """
+    workflows: Deltas = defaultdict(lambda: defaultdict(int))
+    agents: Deltas = defaultdict(lambda: defaultdict(int))
+    for task in tasks:
+        if task.workflow_id is not None:
+            wf = workflows[task.workflow_id]
+            wf[status_column(task.status)] += sign
+            for name in USAGE:
+                wf[name] += sign * getattr(task, name)
+        if task.assigned_agent_id is not None and task.status in AGENT_OUTCOME:
+            agents[task.assigned_agent_id][AGENT_OUTCOME[task.status]] += sign
+    workflow_rollups_apply(workflows)
+    agent_rollups_apply(agents)
+
+
+def task_usage_add(
+    *, task_id: uuid.UUID, workflow_id: uuid.UUID | None | type = ..., **usage: Any
+) -> None:
+    """Add usage to a task and its workflow (the task's, unless given)."""
+    from tasks.models import Task, Workflow
+
+    values = {name: F(name) + usage.get(name, 0) for name in USAGE if usage.get(name)}
+    if not values:
+        return
+    Task.objects.filter(pk=task_id).update(**values)
+    if workflow_id is ...:
+        Workflow.objects.filter(
+            pk__in=Task.objects.filter(pk=task_id).values("workflow_id")
+        ).update(**values)
+    elif workflow_id is not None:
+        Workflow.objects.filter(pk=workflow_id).update(**values)
+
+
+def runs_rollup(runs: Iterable[Any], *, sign: int = 1) -> None:
+    """Count new (or, sign -1, deleted) runs and their usage in their agents."""
+    agents: Deltas = defaultdict(lambda: defaultdict(int))
+    for run in runs:
+        if run.agent_id is None:
+            continue
+        deltas = agents[run.agent_id]
+        deltas["runs_count"] += sign
+        for name in USAGE:
+            deltas[name] += sign * getattr(run, name)
+    agent_rollups_apply(agents, active_at=timezone.now() if sign > 0 else None)
+
+
+def messages_rollup(
+    *,
+    task_id: uuid.UUID | None,
+    messages: Iterable[Any],
+    sign: int = 1,
+) -> None:
+    """Roll up appended (or, sign -1, deleted) messages of one task's conversation.
+
+    Usage that counts (see `usage_counts`) goes to the task and its workflow
+    (when `task_id` is given) and to each sender, with its message count and
+    latency. Each item has `sender_id`, `metadata`, `latency_ms` and the
+    usage columns.
+    """
+    task_usage: dict[str, Any] = defaultdict(int)
+    agents: Deltas = defaultdict(lambda: defaultdict(int))
+    for message in messages:
+        counts = usage_counts(message.metadata)
+        if counts:
+            for name in USAGE:
+                task_usage[name] += getattr(message, name)
+        if message.sender_id is None:
+            continue
+        deltas = agents[message.sender_id]
+        deltas["messages_count"] += sign
+        if counts:
+            for name in USAGE:
+                deltas[name] += sign * getattr(message, name)
+        if message.latency_ms is not None:
+            deltas["latency_total_ms"] += sign * message.latency_ms
+            deltas["latency_count"] += sign
+    if task_id is not None and sign > 0:
+        task_usage_add(task_id=task_id, **task_usage)
+    agent_rollups_apply(agents, active_at=timezone.now() if sign > 0 else None)
+
+
+def zero_usage() -> dict[str, Any]:
+    return {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cached_tokens": 0,
+        "cost": Decimal(0),
+    }
