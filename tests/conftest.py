@@ -1,6 +1,9 @@
-"""Shared fixtures: a project, an agent, a task, an admin client."""
+"""Shared fixtures (a project, an agent, a task, API and admin clients) and
+the helpers that check the contract's error shape and count queries."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from audit.middleware import buffer as request_audits
@@ -41,17 +44,57 @@ def staff_client(client, django_user_model):
     return client
 
 
+def bearer_client(secret: str) -> APIClient:
+    """An APIClient that sends `secret` as its bearer key."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client
+
+
 @pytest.fixture
 def make_api_client():
     """Builds an APIClient holding a new key of `project` with `scopes`."""
 
     def make(project, *, scopes=("read", "write"), name="tests") -> APIClient:
         _, secret = api_key_create(project=project, name=name, scopes=list(scopes))
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-        return client
+        return bearer_client(secret)
 
     return make
+
+
+@pytest.fixture
+def api(project, make_api_client) -> APIClient:
+    """An API client of the default project with read and write scopes."""
+    return make_api_client(project)
+
+
+@pytest.fixture
+def reader(project, make_api_client) -> APIClient:
+    """An API client of the default project with the read scope only."""
+    return make_api_client(project, scopes=("read",), name="reader")
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    """The error of `response`, checked against the contract's shape."""
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert body["error"]["code"] == code, body
+    assert body["error"]["message"], body
+    return body["error"]
+
+
+def assert_fields(response) -> dict:
+    """The field messages of a 400 validation error."""
+    return assert_error(response, 400, "validation_error")["fields"]
+
+
+def count_queries(client, url: str, **params) -> int:
+    """The queries of one GET of `url`, which must answer 200."""
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url, params or None)
+    assert response.status_code == 200, response.content
+    return len(queries.captured_queries)
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,6 @@ from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -12,30 +10,11 @@ from audit.chain import audit_chain_verify
 from audit.models import AuditLog, Event
 from audit.services import audit_custom_event_create, audit_log_record
 from swarmsite.actors import Actor
-from swarmsite.services import api_key_create
 from tasks.models import TaskStatus
 from tasks.services import task_transition
+from tests.conftest import assert_error, count_queries
 
 pytestmark = pytest.mark.django_db
-
-
-def _client(project, *, scopes=("read", "write"), name="tests") -> APIClient:
-    _, secret = api_key_create(project=project, name=name, scopes=list(scopes))
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-    return client
-
-
-@pytest.fixture
-def api(project) -> APIClient:
-    return _client(project)
-
-
-def _error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()["error"]
-    assert body["code"] == code
-    return body
 
 
 def test_event_list_returns_events_in_position_order_with_next_after(api, task):
@@ -93,7 +72,7 @@ def test_event_list_filters_by_task_conversation_and_repeatable_kind(
     assert kinds("kind=note.b,task.created") == ["task.created", "note.b"]
     for query, field in [("task=x", "task.0"), ("after=x", "after")]:
         bad = api.get(f"/api/v1/events/?{query}")
-        assert field in _error(bad, 400, "validation_error")["fields"]
+        assert field in assert_error(bad, 400, "validation_error")["fields"]
 
 
 def test_event_list_pages_forward_with_next(api, project):
@@ -128,7 +107,7 @@ def test_custom_event_create_answers_201_with_the_event(api, task):
 )
 def test_custom_event_create_refuses_reserved_kinds(api, kind):
     response = api.post("/api/v1/events/", {"kind": kind}, format="json")
-    assert "kind" in _error(response, 400, "validation_error")["fields"]
+    assert "kind" in assert_error(response, 400, "validation_error")["fields"]
     assert not Event.objects.filter(kind=kind).exists()
 
 
@@ -145,11 +124,11 @@ def test_custom_event_create_refuses_reserved_kinds(api, kind):
 )
 def test_custom_event_create_refuses_bad_input_naming_the_field(api, body, field):
     response = api.post("/api/v1/events/", body, format="json")
-    assert field in _error(response, 400, "validation_error")["fields"]
+    assert field in assert_error(response, 400, "validation_error")["fields"]
 
 
 def test_custom_event_create_with_a_known_id_is_idempotent_or_a_conflict(
-    api, other_project
+    api, other_project, make_api_client
 ):
     event_id = str(uuid.uuid4())
     body = {"id": event_id, "kind": "note.added", "payload": {"n": 1}}
@@ -158,28 +137,27 @@ def test_custom_event_create_with_a_known_id_is_idempotent_or_a_conflict(
     assert again.status_code == 200
     assert again.json()["id"] == event_id
     changed = {**body, "payload": {"n": 2}}
-    _error(
+    assert_error(
         api.post("/api/v1/events/", changed, format="json"), 409, "idempotency_conflict"
     )
     assert Event.objects.filter(uuid=event_id).count() == 1
-    other = _client(other_project, name="other")
-    _error(
+    other = make_api_client(other_project, name="other")
+    assert_error(
         other.post("/api/v1/events/", body, format="json"), 409, "idempotency_conflict"
     )
 
 
-def test_a_read_only_key_cannot_append_events(project):
-    reader = _client(project, scopes=("read",), name="reader")
+def test_a_read_only_key_cannot_append_events(reader):
     assert reader.get("/api/v1/events/").status_code == 200
     response = reader.post("/api/v1/events/", {"kind": "a.b"}, format="json")
-    _error(response, 403, "permission_denied")
+    assert_error(response, 403, "permission_denied")
 
 
 def test_event_list_needs_a_valid_key():
-    _error(APIClient().get("/api/v1/events/"), 401, "not_authenticated")
+    assert_error(APIClient().get("/api/v1/events/"), 401, "not_authenticated")
     bad = APIClient()
     bad.credentials(HTTP_AUTHORIZATION="Bearer ss_00000000_x")
-    _error(bad.get("/api/v1/events/"), 401, "authentication_failed")
+    assert_error(bad.get("/api/v1/events/"), 401, "authentication_failed")
 
 
 def test_event_list_query_count_does_not_grow_with_the_page(api, project):
@@ -187,14 +165,12 @@ def test_event_list_query_count_does_not_grow_with_the_page(api, project):
     api.get(url)
     for n in range(5):
         audit_custom_event_create(project_id=project.pk, kind=f"n.{n}")
-    with CaptureQueriesContext(connection) as small:
-        api.get(url)
+    small = count_queries(api, url)
     for n in range(50):
         audit_custom_event_create(project_id=project.pk, kind=f"m.{n}")
-    with CaptureQueriesContext(connection) as large:
-        response = api.get(url)
-    assert len(response.json()["results"]) == 55
-    assert len(small.captured_queries) == len(large.captured_queries)
+    large = count_queries(api, url)
+    assert len(api.get(url).json()["results"]) == 55
+    assert small == large
 
 
 # Audit log ----------------------------------------------------------------
@@ -228,7 +204,7 @@ def test_audit_log_create_answers_201_with_the_record_and_the_key_as_actor(api):
 
 
 def test_audit_log_create_with_a_known_id_is_idempotent_or_a_conflict(
-    api, other_project
+    api, other_project, make_api_client
 ):
     body = {"id": str(uuid.uuid4()), "action": "file.write", "target": "/tmp/a"}
     assert api.post("/api/v1/audit-logs/", body, format="json").status_code == 201
@@ -237,10 +213,10 @@ def test_audit_log_create_with_a_known_id_is_idempotent_or_a_conflict(
     assert again.json()["id"] == body["id"]
     changed = {**body, "target": "/tmp/b"}
     response = api.post("/api/v1/audit-logs/", changed, format="json")
-    assert "target" in _error(response, 409, "idempotency_conflict")["message"]
-    other = _client(other_project, name="other")
+    assert "target" in assert_error(response, 409, "idempotency_conflict")["message"]
+    other = make_api_client(other_project, name="other")
     response = other.post("/api/v1/audit-logs/", body, format="json")
-    _error(response, 409, "idempotency_conflict")
+    assert_error(response, 409, "idempotency_conflict")
     assert AuditLog.objects.filter(uuid=body["id"]).count() == 1
 
 
@@ -265,21 +241,20 @@ def test_audit_log_create_with_a_known_id_is_idempotent_or_a_conflict(
 def test_audit_log_create_refuses_bad_input_naming_the_field(api, body, field):
     before = AuditLog.objects.count()
     response = api.post("/api/v1/audit-logs/", body, format="json")
-    assert field in _error(response, 400, "validation_error")["fields"]
+    assert field in assert_error(response, 400, "validation_error")["fields"]
     assert AuditLog.objects.count() == before
 
 
-def test_a_read_only_key_lists_but_cannot_record_audit_logs(project):
-    reader = _client(project, scopes=("read",), name="reader")
+def test_a_read_only_key_lists_but_cannot_record_audit_logs(reader):
     assert reader.get("/api/v1/audit-logs/").status_code == 200
     response = reader.post("/api/v1/audit-logs/", {"action": "a.b"}, format="json")
-    _error(response, 403, "permission_denied")
+    assert_error(response, 403, "permission_denied")
 
 
 def test_audit_log_endpoints_need_a_valid_key(project):
     entry = _record(project)
     for url in ("/api/v1/audit-logs/", f"/api/v1/audit-logs/{entry.uuid}/"):
-        _error(APIClient().get(url), 401, "not_authenticated")
+        assert_error(APIClient().get(url), 401, "not_authenticated")
 
 
 def test_audit_log_list_is_newest_first_and_pages_with_cursors(api, project):
@@ -339,7 +314,7 @@ def test_audit_log_list_filters(api, project):
         ("action=" + ",".join(["x"] * 101), "action"),
     ]:
         bad = api.get(f"/api/v1/audit-logs/?{query}")
-        assert field in _error(bad, 400, "validation_error")["fields"], query
+        assert field in assert_error(bad, 400, "validation_error")["fields"], query
 
 
 def test_audit_log_list_and_detail_show_only_the_callers_project(
@@ -353,7 +328,7 @@ def test_audit_log_list_and_detail_show_only_the_callers_project(
     assert detail.status_code == 200
     assert detail.json()["id"] == str(mine.uuid)
     for bad in (theirs.uuid, uuid.uuid4(), "not-a-uuid"):
-        _error(api.get(f"/api/v1/audit-logs/{bad}/"), 404, "not_found")
+        assert_error(api.get(f"/api/v1/audit-logs/{bad}/"), 404, "not_found")
 
 
 def test_audit_log_list_query_count_does_not_grow_with_the_page(api, project):
@@ -361,14 +336,12 @@ def test_audit_log_list_query_count_does_not_grow_with_the_page(api, project):
     api.get(url)
     for n in range(3):
         _record(project, target=f"n{n}")
-    with CaptureQueriesContext(connection) as small:
-        api.get(url)
+    small = count_queries(api, url)
     for n in range(40):
         _record(project, target=f"m{n}")
-    with CaptureQueriesContext(connection) as large:
-        response = api.get(url)
-    assert len(response.json()["results"]) == 43
-    assert len(small.captured_queries) == len(large.captured_queries)
+    large = count_queries(api, url)
+    assert len(api.get(url).json()["results"]) == 43
+    assert small == large
 
 
 def test_audit_log_records_written_over_the_api_keep_the_chain_intact(api, project):

@@ -3,8 +3,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -19,20 +17,11 @@ from conversations.services import (
 from swarmsite.pagination import MAX_PAGE_SIZE
 from tasks.services import agent_register, task_create
 from tests.audit.factories import table_counts
+from tests.conftest import assert_error, assert_fields, count_queries
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/conversations/"
-
-
-@pytest.fixture
-def api(project, make_api_client) -> APIClient:
-    return make_api_client(project)
-
-
-@pytest.fixture
-def reader(project, make_api_client) -> APIClient:
-    return make_api_client(project, scopes=("read",), name="reader")
 
 
 @pytest.fixture
@@ -59,25 +48,6 @@ def foreign(other_project):
         "conversation": conversation,
         "message": message,
     }
-
-
-def _error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()["error"]
-    assert body["code"] == code
-    assert body["message"]
-    return body
-
-
-def _fields(response) -> dict:
-    return _error(response, 400, "validation_error")["fields"]
-
-
-def _queries(client, url: str) -> int:
-    with CaptureQueriesContext(connection) as ctx:
-        response = client.get(url)
-    assert response.status_code == 200, response.content
-    return len(ctx.captured_queries)
 
 
 def _messages_url(conversation) -> str:
@@ -124,14 +94,14 @@ def test_conversation_create_with_a_known_id_is_idempotent_or_a_conflict(api, ag
     assert again.status_code == 200
     assert again.json()["id"] == conversation_id
     different = api.post(URL, {**body, "title": "Twice"}, format="json")
-    _error(different, 409, "idempotency_conflict")
+    assert_error(different, 409, "idempotency_conflict")
     assert Conversation.objects.filter(pk=conversation_id).count() == 1
     assert Event.objects.filter(kind="conversation.created").count() == 1
 
 
 def test_conversation_create_with_another_projects_id_is_a_conflict(api, foreign):
     body = {"id": str(foreign["conversation"].pk)}
-    _error(api.post(URL, body, format="json"), 409, "idempotency_conflict")
+    assert_error(api.post(URL, body, format="json"), 409, "idempotency_conflict")
 
 
 @pytest.mark.parametrize(
@@ -153,12 +123,12 @@ def test_conversation_create_with_another_projects_id_is_a_conflict(api, foreign
 def test_conversation_create_refuses_bad_input_naming_the_field(api, body, field):
     before = table_counts()
     response = api.post(URL, body, format="json")
-    assert field in _fields(response)
+    assert field in assert_fields(response)
     assert table_counts() == before
 
 
 def test_conversation_create_refuses_a_body_that_is_not_an_object(api):
-    _fields(api.post(URL, [{"title": "t"}], format="json"))
+    assert_fields(api.post(URL, [{"title": "t"}], format="json"))
 
 
 @pytest.mark.parametrize(
@@ -179,7 +149,7 @@ def test_conversation_create_refuses_a_body_that_is_not_an_object(api):
 )
 def test_conversation_create_refuses_read_only_fields(api, field):
     response = api.post(URL, {"title": "t", field: 7}, format="json")
-    assert _fields(response) == {field: ["This field is read-only."]}
+    assert assert_fields(response) == {field: ["This field is read-only."]}
     assert not Conversation.objects.filter(title="t").exists()
 
 
@@ -190,7 +160,7 @@ def test_conversation_create_refuses_another_projects_objects(api, foreign, targ
         "agent": ("participants", [str(foreign["agent"].pk)]),
     }[target]
     response = api.post(URL, {field: value}, format="json")
-    assert field in _fields(response)
+    assert field in assert_fields(response)
     assert not Conversation.objects.filter(project__slug="default").exists()
 
 
@@ -250,7 +220,7 @@ def test_conversation_patch_refuses_bad_and_read_only_fields(
 ):
     before = table_counts()
     response = api.patch(f"{URL}{conversation.pk}/", body, format="json")
-    assert field in _fields(response)
+    assert field in assert_fields(response)
     assert table_counts() == before
     conversation.refresh_from_db()
     assert (conversation.title, conversation.message_count) == ("Planning", 0)
@@ -285,7 +255,7 @@ def test_conversation_list_filters_by_task_status_and_participant(
         ("participant=x", "participant"),
         ("created_after=yesterday", "created_after"),
     ]:
-        assert field in _fields(api.get(f"{URL}?{query}"))
+        assert field in assert_fields(api.get(f"{URL}?{query}"))
 
 
 def test_conversation_list_shows_only_the_callers_project(api, conversation, foreign):
@@ -311,7 +281,7 @@ def test_conversation_list_pages_newest_first_and_clamps_page_size(api, project)
     assert len(huge["results"]) == MAX_PAGE_SIZE
     rest = api.get(huge["next"]).json()
     assert [c["title"] for c in rest["results"]] == ["c0"]
-    assert "cursor" in _fields(api.get(f"{URL}?cursor=garbage"))
+    assert "cursor" in assert_fields(api.get(f"{URL}?cursor=garbage"))
 
 
 # Messages: append ---------------------------------------------------------
@@ -386,7 +356,7 @@ def test_message_append_retry_is_idempotent_and_a_changed_body_conflicts(
     changed = api.post(
         url, [{**second, "content": "2"}, {"role": "user"}], format="json"
     )
-    _error(changed, 409, "idempotency_conflict")
+    assert_error(changed, 409, "idempotency_conflict")
     assert table_counts() == before
     assert Message.objects.filter(conversation=conversation).count() == 2
 
@@ -396,7 +366,7 @@ def test_message_append_with_another_conversations_id_is_a_conflict(
 ):
     body = {"id": str(foreign["message"].pk), "role": "user", "content": "psst"}
     response = api.post(_messages_url(conversation), body, format="json")
-    _error(response, 409, "idempotency_conflict")
+    assert_error(response, 409, "idempotency_conflict")
 
 
 @pytest.mark.parametrize(
@@ -431,30 +401,30 @@ def test_message_append_names_the_bad_field_alone_or_by_item(
     url = _messages_url(conversation)
     before = table_counts()
     single = api.post(url, {"role": "user"} | spec, format="json")
-    assert list(_fields(single)) == [field]
+    assert list(assert_fields(single)) == [field]
     batch = [{"role": "user"}, {"role": "user"}, {"role": "user"} | spec]
-    assert list(_fields(api.post(url, batch, format="json"))) == [f"2.{field}"]
+    assert list(assert_fields(api.post(url, batch, format="json"))) == [f"2.{field}"]
     alone = api.post(url, [{"role": "user"} | spec], format="json")
-    assert list(_fields(alone)) == [f"0.{field}"]
+    assert list(assert_fields(alone)) == [f"0.{field}"]
     assert table_counts() == before
 
 
 def test_message_append_names_several_bad_items_at_once(api, conversation):
     batch = [{"role": "robot"}, {"role": "user"}, {"content": "no role"}]
-    fields = _fields(api.post(_messages_url(conversation), batch, format="json"))
+    fields = assert_fields(api.post(_messages_url(conversation), batch, format="json"))
     assert set(fields) == {"0.role", "2.role"}
 
 
 def test_message_append_names_a_non_object_item(api, conversation):
     batch = [{"role": "user"}, "hi"]
-    fields = _fields(api.post(_messages_url(conversation), batch, format="json"))
+    fields = assert_fields(api.post(_messages_url(conversation), batch, format="json"))
     assert list(fields) == ["1.non_field_errors"]
 
 
 def test_message_append_refuses_an_id_repeated_in_one_request(api, conversation):
     message_id = str(uuid.uuid4())
     batch = [{"id": message_id, "role": "user"}] * 2
-    fields = _fields(api.post(_messages_url(conversation), batch, format="json"))
+    fields = assert_fields(api.post(_messages_url(conversation), batch, format="json"))
     assert fields == {"1.id": ["Repeats the id of item 0."]}
     assert not Message.objects.exists()
 
@@ -464,18 +434,18 @@ def test_message_append_refuses_a_body_that_is_not_messages(api, conversation, b
     response = api.generic(
         "POST", _messages_url(conversation), body, content_type="application/json"
     )
-    assert list(_fields(response)) == ["non_field_errors"]
+    assert list(assert_fields(response)) == ["non_field_errors"]
     assert not Message.objects.exists()
 
 
 def test_message_append_refuses_malformed_json_and_other_media_types(api, conversation):
     url = _messages_url(conversation)
     broken = api.generic("POST", url, "[{", content_type="application/json")
-    _error(broken, 400, "parse_error")
+    assert_error(broken, 400, "parse_error")
     form = api.generic(
         "POST", url, "role=user", content_type="application/x-www-form-urlencoded"
     )
-    _error(form, 415, "unsupported_media_type")
+    assert_error(form, 415, "unsupported_media_type")
 
 
 def test_message_append_over_the_limit_answers_413_naming_it(
@@ -484,7 +454,7 @@ def test_message_append_over_the_limit_answers_413_naming_it(
     settings.INGEST_MAX_ITEMS = 3
     url = _messages_url(conversation)
     response = api.post(url, [{"role": "user"}] * 4, format="json")
-    body = _error(response, 413, "request_too_large")
+    body = assert_error(response, 413, "request_too_large")
     assert "At most 3 messages" in body["message"]
     assert not Message.objects.exists()
     assert api.post(url, [{"role": "user"}] * 3, format="json").status_code == 201
@@ -494,7 +464,7 @@ def test_message_append_over_the_limit_answers_413_naming_it(
 def test_message_append_refuses_read_only_fields(api, conversation, field):
     body = {"role": "user", field: 7}
     response = api.post(_messages_url(conversation), body, format="json")
-    assert _fields(response) == {field: ["This field is read-only."]}
+    assert assert_fields(response) == {field: ["This field is read-only."]}
     assert not Message.objects.exists()
 
 
@@ -505,7 +475,7 @@ def test_message_append_refuses_another_projects_sender_or_reply_to(
     field = {"agent": "sender", "message": "reply_to"}[target]
     body = {"role": "user", field: str(foreign[target].pk)}
     response = api.post(_messages_url(conversation), body, format="json")
-    assert list(_fields(response)) == [field]
+    assert list(assert_fields(response)) == [field]
     assert not Message.objects.filter(conversation=conversation).exists()
 
 
@@ -553,7 +523,7 @@ def test_message_list_is_in_seq_order_without_big_fields_unless_full(
         "{}",
         "Done",
     ]
-    assert "fields" in _fields(api.get(f"{url}?fields=all"))
+    assert "fields" in assert_fields(api.get(f"{url}?fields=all"))
 
 
 def test_message_list_filters_by_after_seq_sender_and_role(api, conversation, chat):
@@ -578,7 +548,7 @@ def test_message_list_filters_by_after_seq_sender_and_role(api, conversation, ch
         ("sender=x", "sender"),
         ("role=robot", "role"),
     ]:
-        assert field in _fields(api.get(f"{url}?{query}"))
+        assert field in assert_fields(api.get(f"{url}?{query}"))
 
 
 def test_message_list_pages_by_seq_and_clamps_page_size(api, conversation):
@@ -596,7 +566,7 @@ def test_message_list_pages_by_seq_and_clamps_page_size(api, conversation):
     rest = api.get(huge["next"]).json()
     assert [m["seq"] for m in rest["results"]] == [501]
     assert rest["next"] is None
-    assert "cursor" in _fields(api.get(f"{url}?cursor=garbage"))
+    assert "cursor" in assert_fields(api.get(f"{url}?cursor=garbage"))
 
 
 # FilterSets ---------------------------------------------------------------
@@ -659,9 +629,9 @@ def test_conversation_list_query_count_does_not_grow_with_the_page(
     url = f"{URL}?page_size=100"
     api.get(URL)  # the key's last-used time is written once
     fill(3)
-    small = _queries(api, url)
+    small = count_queries(api, url)
     fill(30)
-    assert _queries(api, url) == small
+    assert count_queries(api, url) == small
     assert small <= 4
 
 
@@ -691,9 +661,9 @@ def test_message_list_query_count_does_not_grow_with_the_page(
     ]
     api.get(URL)  # the key's last-used time is written once
     fill(3)
-    small = {url: _queries(api, url) for url in urls}
+    small = {url: count_queries(api, url) for url in urls}
     fill(60)
-    assert {url: _queries(api, url) for url in urls} == small
+    assert {url: count_queries(api, url) for url in urls} == small
     assert max(small.values()) <= 4
 
 
@@ -715,7 +685,7 @@ def test_every_detail_route_answers_404_for_another_projects_conversation(api, f
     before = table_counts()
     for method, url, body in _detail_routes(foreign["conversation"].pk):
         response = getattr(api, method)(url, body, format="json")
-        _error(response, 404, "not_found")
+        assert_error(response, 404, "not_found")
     assert table_counts() == before
 
 
@@ -724,7 +694,7 @@ def test_every_detail_route_answers_404_for_unknown_and_malformed_ids(
     api, conversation_id
 ):
     for method, url, body in _detail_routes(conversation_id):
-        _error(getattr(api, method)(url, body, format="json"), 404, "not_found")
+        assert_error(getattr(api, method)(url, body, format="json"), 404, "not_found")
 
 
 def test_a_read_only_key_reads_but_cannot_write(reader, conversation):
@@ -736,7 +706,7 @@ def test_a_read_only_key_reads_but_cannot_write(reader, conversation):
     ]
     for method, url, body in writes:
         response = getattr(reader, method)(url, body, format="json")
-        _error(response, 403, "permission_denied")
+        assert_error(response, 403, "permission_denied")
     assert table_counts() == before
 
 
@@ -745,18 +715,18 @@ def test_every_route_needs_a_key(conversation):
     routes = [("get", URL, {}), ("post", URL, {}), *_detail_routes(conversation.pk)]
     for method, url, body in routes:
         response = getattr(anonymous, method)(url, body, format="json")
-        _error(response, 401, "not_authenticated")
+        assert_error(response, 401, "not_authenticated")
         assert response["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_unsupported_methods_answer_405(api, conversation):
-    _error(api.delete(f"{URL}{conversation.pk}/"), 405, "method_not_allowed")
-    _error(
+    assert_error(api.delete(f"{URL}{conversation.pk}/"), 405, "method_not_allowed")
+    assert_error(
         api.put(f"{URL}{conversation.pk}/", {}, format="json"),
         405,
         "method_not_allowed",
     )
-    _error(api.delete(_messages_url(conversation)), 405, "method_not_allowed")
+    assert_error(api.delete(_messages_url(conversation)), 405, "method_not_allowed")
 
 
 def test_rollups_come_from_the_messages_not_the_client(api, conversation, task):
@@ -766,7 +736,7 @@ def test_rollups_come_from_the_messages_not_the_client(api, conversation, task):
     ]
     api.post(_messages_url(conversation), body, format="json")
     refused = api.patch(f"{URL}{conversation.pk}/", {"prompt_tokens": 0}, format="json")
-    assert "prompt_tokens" in _fields(refused)
+    assert "prompt_tokens" in assert_fields(refused)
     conversation.refresh_from_db()
     task.refresh_from_db()
     assert (conversation.prompt_tokens, conversation.completion_tokens) == (7, 3)

@@ -3,32 +3,18 @@ from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.middleware import buffer, flush_request_audits
 from tasks.services import agent_register, task_create
+from tests.conftest import assert_error, count_queries
 from tests.reports.factories import SINCE, UNTIL, api_requests, task_at
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/stats/"
 KNOWN = URL + "?" + urlencode({"since": SINCE.isoformat(), "until": UNTIL.isoformat()})
-
-
-@pytest.fixture
-def api(project, make_api_client) -> APIClient:
-    return make_api_client(project, scopes=("read",))
-
-
-def _error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()["error"]
-    assert body["code"] == code
-    assert body["message"]
-    return body
 
 
 def test_stats_report_the_known_figures(api, known):
@@ -140,18 +126,18 @@ def test_staff_session_sees_the_default_project(staff_client, known):
 
 
 def test_stats_without_a_key_answer_401():
-    _error(APIClient().get(URL), 401, "not_authenticated")
+    assert_error(APIClient().get(URL), 401, "not_authenticated")
 
 
 def test_stats_with_a_bad_key_answer_401():
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Bearer not-a-key")
-    _error(client.get(URL), 401, "authentication_failed")
+    assert_error(client.get(URL), 401, "authentication_failed")
 
 
 def test_stats_with_a_key_lacking_read_scope_answer_403(project, make_api_client):
     writer = make_api_client(project, scopes=("write",))
-    _error(writer.get(URL), 403, "permission_denied")
+    assert_error(writer.get(URL), 403, "permission_denied")
 
 
 @pytest.mark.parametrize(
@@ -166,37 +152,30 @@ def test_stats_with_a_key_lacking_read_scope_answer_403(project, make_api_client
     ],
 )
 def test_stats_refuse_a_bad_window_naming_the_field(api, query, field):
-    body = _error(api.get(URL + "?" + urlencode(query)), 400, "validation_error")
+    body = assert_error(api.get(URL + "?" + urlencode(query)), 400, "validation_error")
     assert list(body["fields"]) == [field]
 
 
 def test_stats_window_limit_comes_from_settings(api, settings):
     settings.STATS_MAX_WINDOW_DAYS = 2
     query = {"since": "2026-01-01T00:00:00Z", "until": "2026-01-03T00:00:01Z"}
-    body = _error(api.get(URL + "?" + urlencode(query)), 400, "validation_error")
+    body = assert_error(api.get(URL + "?" + urlencode(query)), 400, "validation_error")
     assert body["fields"] == {"since": ["The window may span at most 2 days."]}
 
 
 def test_stats_refuse_writes(project, make_api_client):
     client = make_api_client(project, scopes=("read", "write"))
-    _error(client.post(URL, {}, format="json"), 405, "method_not_allowed")
+    assert_error(client.post(URL, {}, format="json"), 405, "method_not_allowed")
 
 
 # Cost ---------------------------------------------------------------------
 
 
-def _queries(client) -> int:
-    with CaptureQueriesContext(connection) as ctx:
-        response = client.get(KNOWN)
-    assert response.status_code == 200, response.content
-    return len(ctx.captured_queries)
-
-
 def test_stats_queries_do_not_grow_with_agents_or_endpoints(api, project, known):
-    _queries(api)  # the key's first use records its last-used time
-    before = _queries(api)
+    count_queries(api, KNOWN)  # the key's first use records its last-used time
+    before = count_queries(api, KNOWN)
     for n in range(15):
         agent = agent_register(project=project, name=f"more-{n}")[0]
         task_at(project, status="completed", agent=agent, seconds=n + 1)
         api_requests(project, [("PATCH", f"app:route-{n}", 200, 2.0)])
-    assert _queries(api) == before
+    assert count_queries(api, KNOWN) == before

@@ -12,14 +12,9 @@ from swarmsite.exceptions import exception_handler
 from swarmsite.pagination import CreatedCursorPagination
 from swarmsite.services import api_key_create, api_key_revoke
 from swarmsite.throttling import PrincipalRateThrottle
+from tests.conftest import assert_error, bearer_client
 
 pytestmark = pytest.mark.django_db
-
-
-def _bearer(secret: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-    return client
 
 
 @pytest.fixture
@@ -27,26 +22,12 @@ def key_and_secret(project):
     return api_key_create(project=project, name="tests")
 
 
-@pytest.fixture
-def api(key_and_secret) -> APIClient:
-    return _bearer(key_and_secret[1])
-
-
-def _error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    assert body["error"]["message"]
-    return body["error"]
-
-
 # Authentication -----------------------------------------------------------
 
 
 def test_no_credentials_answer_401_with_a_bearer_challenge():
     response = APIClient().get("/api/v1/tasks/")
-    error = _error(response, 401, "not_authenticated")
+    error = assert_error(response, 401, "not_authenticated")
     assert "fields" not in error
     assert response["WWW-Authenticate"] == 'Bearer realm="api"'
 
@@ -64,34 +45,38 @@ def test_no_credentials_answer_401_with_a_bearer_challenge():
 def test_a_bad_key_answers_401(header):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=header)
-    _error(client.get("/api/v1/tasks/"), 401, "authentication_failed")
+    assert_error(client.get("/api/v1/tasks/"), 401, "authentication_failed")
 
 
 def test_a_revoked_or_expired_key_answers_401(project, key_and_secret):
     key, secret = key_and_secret
     api_key_revoke(key=key)
-    _error(_bearer(secret).get("/api/v1/tasks/"), 401, "authentication_failed")
+    assert_error(
+        bearer_client(secret).get("/api/v1/tasks/"), 401, "authentication_failed"
+    )
     expiring, secret2 = api_key_create(
         project=project, name="soon", expires_at=timezone.now() + timedelta(hours=1)
     )
-    assert _bearer(secret2).get("/api/v1/tasks/").status_code == 200
+    assert bearer_client(secret2).get("/api/v1/tasks/").status_code == 200
     type(expiring).objects.filter(pk=expiring.pk).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
-    _error(_bearer(secret2).get("/api/v1/tasks/"), 401, "authentication_failed")
+    assert_error(
+        bearer_client(secret2).get("/api/v1/tasks/"), 401, "authentication_failed"
+    )
 
 
 def test_a_key_sees_only_its_own_project(api, other_project, task):
     _, other_secret = api_key_create(project=other_project, name="other")
-    other = _bearer(other_secret)
+    other = bearer_client(other_secret)
     assert other.get("/api/v1/tasks/").json()["results"] == []
-    _error(other.get(f"/api/v1/tasks/{task.pk}/"), 404, "not_found")
+    assert_error(other.get(f"/api/v1/tasks/{task.pk}/"), 404, "not_found")
     assert len(api.get("/api/v1/tasks/").json()["results"]) == 1
 
 
 def test_an_admin_scope_key_may_read_and_write(project):
     _, secret = api_key_create(project=project, name="adm", scopes=["admin"])
-    client = _bearer(secret)
+    client = bearer_client(secret)
     assert client.get("/api/v1/tasks/").status_code == 200
     assert (
         client.post("/api/v1/tasks/", {"title": "t"}, format="json").status_code == 201
@@ -100,8 +85,8 @@ def test_an_admin_scope_key_may_read_and_write(project):
 
 def test_a_write_only_key_cannot_read(project):
     _, secret = api_key_create(project=project, name="w", scopes=["write"])
-    client = _bearer(secret)
-    _error(client.get("/api/v1/tasks/"), 403, "permission_denied")
+    client = bearer_client(secret)
+    assert_error(client.get("/api/v1/tasks/"), 403, "permission_denied")
     assert (
         client.post("/api/v1/tasks/", {"title": "t"}, format="json").status_code == 201
     )
@@ -131,7 +116,7 @@ def test_a_non_staff_session_is_forbidden(client, django_user_model):
     user = django_user_model.objects.create_user(username="u", password="pw-x-123")
     client.force_login(user)
     response = client.get("/api/v1/tasks/", HTTP_ACCEPT="application/json")
-    _error(response, 403, "permission_denied")
+    assert_error(response, 403, "permission_denied")
 
 
 # Request id and actor ------------------------------------------------------
@@ -164,7 +149,7 @@ def test_malformed_json_answers_400_parse_error(api):
     response = api.generic(
         "POST", "/api/v1/tasks/", "{not json", content_type="application/json"
     )
-    _error(response, 400, "parse_error")
+    assert_error(response, 400, "parse_error")
 
 
 def test_deeply_nested_json_answers_400_not_500(api):
@@ -177,18 +162,18 @@ def test_deeply_nested_json_answers_400_not_500(api):
 
 def test_a_form_body_answers_415(api):
     response = api.post("/api/v1/tasks/", {"title": "t"})
-    _error(response, 415, "unsupported_media_type")
+    assert_error(response, 415, "unsupported_media_type")
 
 
 def test_a_body_over_the_limit_answers_413(api, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
     response = api.post("/api/v1/tasks/", {"title": "t" * 200}, format="json")
-    _error(response, 413, "request_too_large")
+    assert_error(response, 413, "request_too_large")
 
 
 def test_an_unknown_api_path_answers_a_json_404(api):
-    _error(api.get("/api/v1/nothing-here/"), 404, "not_found")
-    _error(APIClient().post("/api/v2/tasks/"), 404, "not_found")
+    assert_error(api.get("/api/v1/nothing-here/"), 404, "not_found")
+    assert_error(APIClient().post("/api/v2/tasks/"), 404, "not_found")
 
 
 def test_paths_work_with_and_without_the_trailing_slash(api):
@@ -201,7 +186,7 @@ def test_throttled_requests_answer_429_with_retry_after(api, monkeypatch):
     statuses = [api.get("/api/v1/tasks/").status_code for _ in range(3)]
     assert statuses[:2] == [200, 200]
     response = api.get("/api/v1/tasks/")
-    _error(response, 429, "throttled")
+    assert_error(response, 429, "throttled")
     assert int(response["Retry-After"]) >= 0
 
 

@@ -1,12 +1,9 @@
 import uuid
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from audit.models import Event
-from swarmsite.services import api_key_create
 from tasks.models import Task, TaskStatus
 from tasks.services import (
     agent_register,
@@ -15,25 +12,9 @@ from tasks.services import (
     task_transition,
     workflow_create,
 )
+from tests.conftest import assert_error, count_queries
 
 pytestmark = pytest.mark.django_db
-
-
-def _client(project, *, scopes=("read", "write"), name="tests") -> APIClient:
-    _, secret = api_key_create(project=project, name=name, scopes=list(scopes))
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-    return client
-
-
-@pytest.fixture
-def api(project) -> APIClient:
-    return _client(project)
-
-
-@pytest.fixture
-def reader(project) -> APIClient:
-    return _client(project, scopes=("read",), name="reader")
 
 
 @pytest.fixture
@@ -43,21 +24,6 @@ def foreign(other_project):
     task = task_create(project=other_project, title="Secret")[0]
     run = run_create(project=other_project, task=task, agent=agent)[0]
     return {"agent": agent, "task": task, "run": run}
-
-
-def _error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.content
-    body = response.json()["error"]
-    assert body["code"] == code
-    assert body["message"]
-    return body
-
-
-def _queries(client, url: str) -> int:
-    with CaptureQueriesContext(connection) as ctx:
-        response = client.get(url)
-    assert response.status_code == 200, response.content
-    return len(ctx.captured_queries)
 
 
 # Agents -------------------------------------------------------------------
@@ -103,13 +69,13 @@ def test_agent_register_records_the_api_key_as_actor(api):
 )
 def test_agent_register_refuses_bad_input_naming_the_field(api, body, field):
     response = api.post("/api/v1/agents/", body, format="json")
-    assert field in _error(response, 400, "validation_error")["fields"]
+    assert field in assert_error(response, 400, "validation_error")["fields"]
 
 
 def test_agent_register_refuses_a_parent_of_another_project(api, foreign):
     body = {"name": "child", "parent": str(foreign["agent"].pk)}
     response = api.post("/api/v1/agents/", body, format="json")
-    assert "parent" in _error(response, 400, "validation_error")["fields"]
+    assert "parent" in assert_error(response, 400, "validation_error")["fields"]
 
 
 def test_agent_list_filters_by_role_status_and_parent(api, project, agent):
@@ -125,7 +91,7 @@ def test_agent_list_filters_by_role_status_and_parent(api, project, agent):
     assert names("status=idle") == {"worker-1", "boss", "kid"}
     assert names("status=busy") == set()
     bad = api.get("/api/v1/agents/?parent=nope")
-    assert "parent" in _error(bad, 400, "validation_error")["fields"]
+    assert "parent" in assert_error(bad, 400, "validation_error")["fields"]
 
 
 def test_agent_patch_changes_fields_and_refuses_read_only_ones(api, agent):
@@ -135,7 +101,7 @@ def test_agent_patch_changes_fields_and_refuses_read_only_ones(api, agent):
     assert response.json()["role"] == "reviewer"
     assert response.json()["status"] == "busy"
     refused = api.patch(url, {"last_heartbeat_at": None, "id": "x"}, format="json")
-    fields = _error(refused, 400, "validation_error")["fields"]
+    fields = assert_error(refused, 400, "validation_error")["fields"]
     assert set(fields) == {"last_heartbeat_at", "id"}
 
 
@@ -144,7 +110,7 @@ def test_agent_patch_refuses_a_taken_name(api, project, agent):
     response = api.patch(
         f"/api/v1/agents/{agent.pk}/", {"name": "other"}, format="json"
     )
-    assert "name" in _error(response, 400, "validation_error")["fields"]
+    assert "name" in assert_error(response, 400, "validation_error")["fields"]
 
 
 def test_agent_heartbeat_sets_status_and_time(api, agent):
@@ -154,7 +120,7 @@ def test_agent_heartbeat_sets_status_and_time(api, agent):
     assert response.json()["status"] == "busy"
     assert response.json()["last_heartbeat_at"] is not None
     bad = api.post(url, {"status": "sleeping"}, format="json")
-    assert "status" in _error(bad, 400, "validation_error")["fields"]
+    assert "status" in assert_error(bad, 400, "validation_error")["fields"]
 
 
 # Tasks --------------------------------------------------------------------
@@ -187,13 +153,15 @@ def test_task_create_with_a_known_id_is_idempotent_or_a_conflict(api):
     assert again.status_code == 200
     assert again.json()["id"] == task_id
     different = api.post("/api/v1/tasks/", {**body, "title": "Twice"}, format="json")
-    _error(different, 409, "idempotency_conflict")
+    assert_error(different, 409, "idempotency_conflict")
     assert Task.objects.filter(pk=task_id).count() == 1
 
 
 def test_task_create_with_another_projects_id_is_a_conflict(api, foreign):
     body = {"id": str(foreign["task"].pk), "title": "Secret"}
-    _error(api.post("/api/v1/tasks/", body, format="json"), 409, "idempotency_conflict")
+    assert_error(
+        api.post("/api/v1/tasks/", body, format="json"), 409, "idempotency_conflict"
+    )
 
 
 @pytest.mark.parametrize(
@@ -214,7 +182,7 @@ def test_task_create_with_another_projects_id_is_a_conflict(api, foreign):
 )
 def test_task_create_refuses_read_only_fields(api, field):
     response = api.post("/api/v1/tasks/", {"title": "t", field: 7}, format="json")
-    fields = _error(response, 400, "validation_error")["fields"]
+    fields = assert_error(response, 400, "validation_error")["fields"]
     assert fields == {field: ["This field is read-only."]}
     assert not Task.objects.filter(title="t").exists()
 
@@ -239,18 +207,18 @@ def test_task_create_refuses_read_only_fields(api, field):
 )
 def test_task_create_refuses_bad_input_naming_the_field(api, body, field):
     response = api.post("/api/v1/tasks/", body, format="json")
-    assert field in _error(response, 400, "validation_error")["fields"]
+    assert field in assert_error(response, 400, "validation_error")["fields"]
 
 
 def test_task_create_refuses_another_projects_agent(api, foreign):
     body = {"title": "t", "assigned_agent": str(foreign["agent"].pk)}
     response = api.post("/api/v1/tasks/", body, format="json")
-    assert "assigned_agent" in _error(response, 400, "validation_error")["fields"]
+    assert "assigned_agent" in assert_error(response, 400, "validation_error")["fields"]
 
 
 def test_task_create_refuses_a_body_that_is_not_an_object(api):
     response = api.post("/api/v1/tasks/", [{"title": "t"}], format="json")
-    _error(response, 400, "validation_error")
+    assert_error(response, 400, "validation_error")
 
 
 def test_task_list_leaves_out_big_fields_unless_full(api, task):
@@ -259,7 +227,7 @@ def test_task_list_leaves_out_big_fields_unless_full(api, task):
     full = api.get("/api/v1/tasks/?fields=full").json()["results"][0]
     assert {"description", "input", "result", "depends_on"} <= set(full)
     bad = api.get("/api/v1/tasks/?fields=everything")
-    assert "fields" in _error(bad, 400, "validation_error")["fields"]
+    assert "fields" in assert_error(bad, 400, "validation_error")["fields"]
 
 
 def test_task_list_filters(api, project, agent, task):
@@ -299,7 +267,7 @@ def test_task_list_filters(api, project, agent, task):
         ("created_after=yesterday", "created_after"),
     ]:
         bad = api.get(f"/api/v1/tasks/?{query}")
-        assert field in _error(bad, 400, "validation_error")["fields"]
+        assert field in assert_error(bad, 400, "validation_error")["fields"]
 
 
 def test_task_list_pages_with_cursors_and_clamps_page_size(api, project):
@@ -313,7 +281,7 @@ def test_task_list_pages_with_cursors_and_clamps_page_size(api, project):
     assert huge.status_code == 200
     assert len(huge.json()["results"]) == 5
     bad_cursor = api.get("/api/v1/tasks/?cursor=garbage")
-    assert "cursor" in _error(bad_cursor, 400, "validation_error")["fields"]
+    assert "cursor" in assert_error(bad_cursor, 400, "validation_error")["fields"]
 
 
 def test_task_patch_changes_descriptive_fields_and_bumps_version(api, task):
@@ -327,7 +295,7 @@ def test_task_patch_changes_descriptive_fields_and_bumps_version(api, task):
 @pytest.mark.parametrize("field", ["status", "version", "progress", "parent", "cost"])
 def test_task_patch_refuses_read_only_fields(api, task, field):
     response = api.patch(f"/api/v1/tasks/{task.pk}/", {field: 1}, format="json")
-    assert field in _error(response, 400, "validation_error")["fields"]
+    assert field in assert_error(response, 400, "validation_error")["fields"]
     task.refresh_from_db()
     assert task.version == 1
 
@@ -335,7 +303,7 @@ def test_task_patch_refuses_read_only_fields(api, task, field):
 def test_task_patch_with_a_stale_expected_version_is_a_conflict(api, task):
     body = {"title": "New", "expected_version": 7}
     response = api.patch(f"/api/v1/tasks/{task.pk}/", body, format="json")
-    _error(response, 409, "version_conflict")
+    assert_error(response, 409, "version_conflict")
 
 
 def test_task_transition_answers_with_version_plus_one(api, task):
@@ -356,18 +324,18 @@ def test_task_transition_answers_with_version_plus_one(api, task):
 
 def test_task_transition_conflicts_carry_their_codes(api, task):
     url = f"/api/v1/tasks/{task.pk}/transition/"
-    illegal = _error(
+    illegal = assert_error(
         api.post(url, {"status": "completed"}, format="json"),
         409,
         "illegal_transition",
     )
     assert "pending" in illegal["message"]
     stale = api.post(url, {"status": "running", "expected_version": 9}, format="json")
-    _error(stale, 409, "version_conflict")
+    assert_error(stale, 409, "version_conflict")
     missing = api.post(url, {}, format="json")
-    assert "status" in _error(missing, 400, "validation_error")["fields"]
+    assert "status" in assert_error(missing, 400, "validation_error")["fields"]
     unknown = api.post(url, {"status": "done"}, format="json")
-    assert "status" in _error(unknown, 400, "validation_error")["fields"]
+    assert "status" in assert_error(unknown, 400, "validation_error")["fields"]
 
 
 def test_task_progress_is_set_and_bounded(api, task):
@@ -375,9 +343,9 @@ def test_task_progress_is_set_and_bounded(api, task):
     assert api.post(url, {"progress": 40}, format="json").json()["progress"] == 40
     for bad in (101, -1, "half", None):
         response = api.post(url, {"progress": bad}, format="json")
-        assert "progress" in _error(response, 400, "validation_error")["fields"]
+        assert "progress" in assert_error(response, 400, "validation_error")["fields"]
     task_transition(task=task, status=TaskStatus.CANCELLED)
-    _error(api.post(url, {"progress": 50}, format="json"), 409, "conflict")
+    assert_error(api.post(url, {"progress": 50}, format="json"), 409, "conflict")
 
 
 def test_task_events_are_that_tasks_after_a_position(api, project, task):
@@ -399,7 +367,7 @@ def test_task_events_are_that_tasks_after_a_position(api, project, task):
     assert len(small["results"]) == 1
     assert f"after={small['next_after']}" in small["next"]
     bad = api.get(f"{url}?after=-3")
-    assert "after" in _error(bad, 400, "validation_error")["fields"]
+    assert "after" in assert_error(bad, 400, "validation_error")["fields"]
 
 
 # Runs ---------------------------------------------------------------------
@@ -421,9 +389,9 @@ def test_run_create_then_update_rolls_usage_into_the_task(api, task, agent):
     task.refresh_from_db()
     assert task.prompt_tokens == 25
     reopen = api.patch(url, {"status": "running"}, format="json")
-    _error(reopen, 409, "illegal_transition")
+    assert_error(reopen, 409, "illegal_transition")
     refused = api.patch(url, {"task": str(task.pk)}, format="json")
-    assert "task" in _error(refused, 400, "validation_error")["fields"]
+    assert "task" in assert_error(refused, 400, "validation_error")["fields"]
 
 
 @pytest.mark.parametrize(
@@ -442,14 +410,14 @@ def test_run_create_refuses_bad_input_naming_the_field(api, task, body, field):
     if body == "TASK":
         body = {"task": str(task.pk), field: -1}
     response = api.post("/api/v1/runs/", body, format="json")
-    assert field in _error(response, 400, "validation_error")["fields"]
+    assert field in assert_error(response, 400, "validation_error")["fields"]
 
 
 def test_run_create_refuses_another_projects_task(api, foreign):
     response = api.post(
         "/api/v1/runs/", {"task": str(foreign["task"].pk)}, format="json"
     )
-    assert "task" in _error(response, 400, "validation_error")["fields"]
+    assert "task" in assert_error(response, 400, "validation_error")["fields"]
 
 
 # Scoping, auth and scopes -------------------------------------------------
@@ -487,7 +455,7 @@ def test_every_detail_route_answers_404_for_unknown_and_malformed_ids(api):
         objs = {k: type("Obj", (), {"pk": v}) for k, v in ids.items()}
         for method, url, body in _detail_routes(objs):
             response = getattr(api, method)(url, body, format="json")
-            _error(response, 404, "not_found")
+            assert_error(response, 404, "not_found")
 
 
 def test_a_read_only_key_reads_but_cannot_write(reader, agent, task):
@@ -505,7 +473,7 @@ def test_a_read_only_key_reads_but_cannot_write(reader, agent, task):
     ]
     for method, url, body in writes:
         response = getattr(reader, method)(url, body, format="json")
-        _error(response, 403, "permission_denied")
+        assert_error(response, 403, "permission_denied")
     assert not Task.objects.filter(title="t").exists()
 
 
@@ -514,14 +482,14 @@ def test_a_read_only_key_reads_but_cannot_write(reader, agent, task):
 )
 def test_lists_need_a_key(url):
     response = APIClient().get(url)
-    _error(response, 401, "not_authenticated")
+    assert_error(response, 401, "not_authenticated")
     assert response["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_unsupported_methods_answer_405(api, task):
     response = api.delete(f"/api/v1/tasks/{task.pk}/")
-    _error(response, 405, "method_not_allowed")
-    _error(
+    assert_error(response, 405, "method_not_allowed")
+    assert_error(
         api.put(f"/api/v1/tasks/{task.pk}/", {}, format="json"),
         405,
         "method_not_allowed",
@@ -554,9 +522,9 @@ def test_list_query_counts_do_not_grow_with_the_page(api, project, agent):
     ]
     api.get("/api/v1/agents/")  # the key's last-used time is written once
     fill(5)
-    small = {url: _queries(api, url) for url in urls}
+    small = {url: count_queries(api, url) for url in urls}
     fill(45)
-    large = {url: _queries(api, url) for url in urls}
+    large = {url: count_queries(api, url) for url in urls}
     assert small == large
     assert max(large.values()) <= 6
 
@@ -564,7 +532,7 @@ def test_list_query_counts_do_not_grow_with_the_page(api, project, agent):
 def test_task_events_query_count_does_not_grow_with_the_page(api, task):
     url = f"/api/v1/tasks/{task.pk}/events/?page_size=100"
     api.get(url)
-    small = _queries(api, url)
+    small = count_queries(api, url)
     for n in range(40):
         api.post(f"/api/v1/tasks/{task.pk}/progress/", {"progress": n}, format="json")
-    assert _queries(api, url) == small
+    assert count_queries(api, url) == small
