@@ -9,13 +9,10 @@ Importing the same file again writes nothing.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
@@ -36,12 +33,11 @@ from ops.selectors import (
     UPSERT,
     ModelSpec,
 )
+from ops.services.staging import Stage, field_adapter, field_checker
 from swarmsite.models import Project
 from tasks.models import (
     AgentHeartbeat,
 )
-
-STAGE_BATCH = 5000
 
 
 class DataImportError(Exception):
@@ -61,223 +57,14 @@ class ImportReport:
     written: dict[str, int] = field(default_factory=dict)
 
 
-# -- value checks: JSON value -> Python value, or ValueError naming the problem
-
-
-def _check_null(model_field: models.Field, check: Callable) -> Callable:
-    nullable = model_field.null
-
-    def convert(value: Any) -> Any:
-        if value is None:
-            if nullable:
-                return None
-            raise ValueError("may not be null")
-        return check(value)
-
-    return convert
-
-
-def _as_int(model_field: models.Field) -> Callable:
-    positive = isinstance(
-        model_field, (models.PositiveIntegerField, models.PositiveSmallIntegerField)
-    )
-
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"must be a whole number, not {value!r}")
-        if positive and value < 0:
-            raise ValueError(f"must be zero or more, not {value}")
-        if abs(value) >= 2**63:
-            raise ValueError(f"{value} is out of range")
-        return value
-
-    return check
-
-
-def _as_float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"must be a number, not {value!r}")
-    return float(value)
-
-
-def _as_bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, not {value!r}")
-    return value
-
-
-def _as_decimal(model_field: models.DecimalField) -> Callable:
-    places = model_field.decimal_places
-    limit = Decimal(10) ** (model_field.max_digits - places)
-
-    def check(value: Any) -> Decimal:
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise ValueError(f"must be a decimal string, not {value!r}")
-        try:
-            number = Decimal(value)
-        except InvalidOperation:
-            raise ValueError(f"{value!r} is not a decimal number") from None
-        if not number.is_finite() or abs(number) >= limit:
-            raise ValueError(f"{value!r} is out of range")
-        if number.as_tuple().exponent < -places:
-            raise ValueError(f"{value!r} has more than {places} decimal places")
-        return number
-
-    return check
-
-
-def _as_datetime(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"must be an ISO 8601 time, not {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an ISO 8601 time") from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"{value!r} has no time zone")
-    return parsed
-
-
-def _as_uuid(value: Any) -> uuid.UUID:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a UUID string, not {value!r}")
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a UUID") from None
-
-
-def _as_text(model_field: models.Field) -> Callable:
-    max_length = model_field.max_length
-    choices = {c[0] for c in model_field.choices} if model_field.choices else None
-    ip = isinstance(model_field, models.GenericIPAddressField)
-
-    def check(value: Any) -> str:
-        if not isinstance(value, str):
-            raise ValueError(f"must be a string, not {value!r}")
-        if max_length is not None and len(value) > max_length:
-            raise ValueError(f"is longer than {max_length} characters")
-        if choices is not None and value not in choices:
-            raise ValueError(f"{value!r} is not one of {', '.join(sorted(choices))}")
-        if ip:
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                raise ValueError(f"{value!r} is not an IP address") from None
-        return value
-
-    return check
-
-
-def _as_json(value: Any) -> Any:
-    return value
-
-
-def _checker(model_field: models.Field) -> Callable:
-    if isinstance(model_field, models.ForeignKey):
-        return _check_null(model_field, _as_uuid)
-    if isinstance(model_field, models.JSONField):
-        return _as_json if model_field.null else _check_null(model_field, _as_json)
-    if isinstance(model_field, models.DateTimeField):
-        return _check_null(model_field, _as_datetime)
-    if isinstance(model_field, models.UUIDField):
-        return _check_null(model_field, _as_uuid)
-    if isinstance(model_field, models.DecimalField):
-        return _check_null(model_field, _as_decimal(model_field))
-    if isinstance(model_field, models.BooleanField):
-        return _check_null(model_field, _as_bool)
-    if isinstance(model_field, models.FloatField):
-        return _check_null(model_field, _as_float)
-    if isinstance(model_field, (models.IntegerField, models.AutoField)):
-        return _check_null(model_field, _as_int(model_field))
-    return _check_null(model_field, _as_text(model_field))
-
-
-def _adapter(model_field: models.Field) -> Callable:
-    """Python value -> what the staging insert sends to this database."""
-    sqlite = connection.vendor == "sqlite"
-    if isinstance(model_field, models.JSONField):
-        null = model_field.null
-        return lambda v: None if v is None and null else json.dumps(v)
-    if sqlite and isinstance(model_field, models.DateTimeField):
-        return connection.ops.adapt_datetimefield_value
-    if sqlite and (
-        isinstance(model_field, models.UUIDField)
-        or (
-            isinstance(model_field, models.ForeignKey)
-            and isinstance(model_field.target_field, models.UUIDField)
-        )
-    ):
-        return lambda v: None if v is None else v.hex
-    return lambda v: v
-
-
 # -- import
-
-
-class _Stage:
-    """A temporary table holding one model's records before they are written."""
-
-    def __init__(self, spec: ModelSpec, cursor: Any):
-        self.spec = spec
-        self.cursor = cursor
-        self.fields = spec.model_fields()
-        self.columns = [f.column for f in self.fields]
-        self.table = spec.model._meta.db_table
-        self.name = f"ops_stage_{self.table}"
-        self.rows: list[list[Any]] = []
-        self.count = 0
-        cols = ", ".join(self._q(c) for c in self.columns)
-        if connection.vendor == "postgresql":
-            cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{self.name}")
-            cursor.execute(
-                f"CREATE TEMP TABLE {self.name} ON COMMIT DROP AS "
-                f"SELECT CAST(0 AS bigint) AS _line, {cols} FROM {self.table} "
-                "WITH NO DATA"
-            )
-        else:
-            cursor.execute(f"DROP TABLE IF EXISTS temp.{self.name}")
-            cursor.execute(
-                f"CREATE TEMP TABLE {self.name} AS "
-                f"SELECT 0 AS _line, {cols} FROM {self.table} WHERE 0"
-            )
-
-    @staticmethod
-    def _q(name: str) -> str:
-        return connection.ops.quote_name(name)
-
-    def add(self, row: list[Any]) -> None:
-        self.rows.append(row)
-        self.count += 1
-        if len(self.rows) >= STAGE_BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.rows:
-            return
-        cols = ", ".join(["_line", *(self._q(c) for c in self.columns)])
-        if connection.vendor == "postgresql":
-            raw = self.cursor.cursor
-            with raw.copy(f"COPY {self.name} ({cols}) FROM STDIN") as copy:
-                for row in self.rows:
-                    copy.write_row(row)
-        else:
-            marks = ", ".join(["%s"] * (len(self.columns) + 1))
-            self.cursor.executemany(
-                f"INSERT INTO {self.name} ({cols}) VALUES ({marks})", self.rows
-            )
-        self.rows.clear()
-
-    def drop(self) -> None:
-        schema = "pg_temp" if connection.vendor == "postgresql" else "temp"
-        self.cursor.execute(f"DROP TABLE IF EXISTS {schema}.{self.name}")
 
 
 class _Importer:
     def __init__(self, cursor: Any):
         self.cursor = cursor
         self.report = ImportReport()
-        self.stages: dict[str, _Stage] = {}
+        self.stages: dict[str, Stage] = {}
         self.converters: dict[str, list[tuple[str, Callable, Callable]]] = {}
         self.file_projects: dict[str, int] = {}
         self.db_projects = dict(Project.objects.values_list("slug", "id"))
@@ -361,7 +148,7 @@ class _Importer:
             self.journal_projects.add(python["project"])
         stage = self.stages.get(spec.name)
         if stage is None:
-            stage = self.stages[spec.name] = _Stage(spec, self.cursor)
+            stage = self.stages[spec.name] = Stage(spec, self.cursor)
         stage.add(row)
         self.report.read[spec.name] = self.report.read.get(spec.name, 0) + 1
 
@@ -376,7 +163,10 @@ class _Importer:
                 elif target is ContentType:
                     check, adapt = self._content_type_ref, lambda v: v
                 else:
-                    check, adapt = _checker(model_field), _adapter(model_field)
+                    check, adapt = (
+                        field_checker(model_field),
+                        field_adapter(model_field),
+                    )
                 converters.append((model_field.name, check, adapt))
             self.converters[spec.name] = converters
         return converters
@@ -469,7 +259,7 @@ class _Importer:
         self.cursor.execute(sql, list(params))
         return self.cursor.fetchone()
 
-    def _check_references(self, stage: _Stage) -> None:
+    def _check_references(self, stage: Stage) -> None:
         for model_field in stage.fields:
             target = model_field.related_model if model_field.is_relation else None
             if target is None or target in (Project, ContentType):
@@ -499,7 +289,7 @@ class _Importer:
     def _key_columns(self, spec: ModelSpec) -> list[str]:
         return [spec.model._meta.get_field(n).column for n in spec.key]
 
-    def _check_unique(self, stage: _Stage) -> None:
+    def _check_unique(self, stage: Stage) -> None:
         spec, q = stage.spec, stage._q
         key = self._key_columns(spec)
         if spec.mode == UPSERT:
@@ -520,7 +310,8 @@ class _Importer:
         uniques = [
             [meta.get_field(n).column for n in c.fields]
             for c in meta.constraints
-            if isinstance(c, models.UniqueConstraint) and c.fields
+            # A conditional constraint (memory keys) is left to the database.
+            if isinstance(c, models.UniqueConstraint) and c.fields and not c.condition
         ] + [[f.column] for f in meta.local_fields if f.unique and not f.primary_key]
         for unique in uniques:
             if set(unique) == set(key) or not set(unique) <= set(stage.columns):
@@ -538,7 +329,7 @@ class _Importer:
                     f"{spec.name}: another row of the database has the same {names}",
                 )
 
-    def _write_sql(self, stage: _Stage, lines: str = "true") -> str:
+    def _write_sql(self, stage: Stage, lines: str = "true") -> str:
         """The one statement that writes a model's staged rows (`lines`: a
         condition on `s._line`)."""
         spec, q = stage.spec, stage._q
@@ -573,7 +364,7 @@ class _Importer:
             )
         return f"{insert}{select} ON CONFLICT DO NOTHING"
 
-    def _write(self, stage: _Stage) -> int:
+    def _write(self, stage: Stage) -> int:
         try:
             with transaction.atomic():
                 self.cursor.execute(self._write_sql(stage))
@@ -587,7 +378,7 @@ class _Importer:
             self._check_appended_equal(stage)
         return written
 
-    def _failing_line(self, stage: _Stage) -> int | None:
+    def _failing_line(self, stage: Stage) -> int | None:
         """Bisect the staged lines for the first one the database refuses."""
 
         class _Undo(Exception):
@@ -617,7 +408,7 @@ class _Importer:
                 low = middle + 1
         return low
 
-    def _check_appended_equal(self, stage: _Stage) -> None:
+    def _check_appended_equal(self, stage: Stage) -> None:
         """Rows skipped as already present must equal the stored ones."""
         q = stage._q
         key = self._key_columns(stage.spec)
