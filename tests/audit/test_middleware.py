@@ -50,10 +50,7 @@ def test_an_api_request_is_queued_then_written_with_its_context(
     assert audit_chain_verify(project_id=project.pk).intact
 
 
-def test_failed_requests_are_recorded_as_failures_of_the_callers_project(
-    project, make_api_client
-):
-    api = make_api_client(project)
+def test_failed_requests_are_recorded_as_failures_of_the_callers_project(project, api):
     api.post("/api/v1/tasks/", {"title": ""}, format="json")
     api.get(f"/api/v1/tasks/{uuid.uuid4()}/")
     flush_request_audits()
@@ -105,9 +102,8 @@ def test_a_path_with_a_nul_character_is_stored_without_it(project):
 
 
 def test_a_flush_writes_in_bulk_with_a_query_count_independent_of_its_size(
-    project, make_api_client
+    project, api
 ):
-    api = make_api_client(project)
 
     def flush_queries(requests: int) -> int:
         for _ in range(requests):
@@ -150,9 +146,8 @@ def test_a_full_queue_drops_new_records_and_counts_them_never_failing_requests(
 
 
 def test_a_batch_the_database_refuses_is_logged_counted_and_dropped(
-    project, make_api_client, caplog
+    project, api, caplog
 ):
-    api = make_api_client(project)
     api.get("/api/v1/agents/")
     broken = ApiRequestRecord(
         project_id=project.pk,

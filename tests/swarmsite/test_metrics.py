@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from swarmsite.metrics import UNMATCHED_ROUTE
 from swarmsite.services import api_key_create
 from tasks.services import task_create
+from tests.conftest import assert_error
 from tests.utils import postgres_only
 
 pytestmark = pytest.mark.django_db
@@ -32,16 +33,14 @@ def _scrape(client, secret: str = TOKEN) -> dict[str, list]:
 def test_metrics_refuses_a_request_without_credentials(client):
     with override_settings(METRICS_TOKEN=TOKEN):
         response = client.get("/metrics")
-    assert response.status_code == 401
-    assert response.json()["error"]["code"] == "not_authenticated"
+    assert_error(response, 401, "not_authenticated")
     assert response["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_metrics_refuses_a_wrong_token(client):
     with override_settings(METRICS_TOKEN=TOKEN):
         response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer not-the-token")
-    assert response.status_code == 401
-    assert response.json()["error"]["code"] == "authentication_failed"
+    assert_error(response, 401, "authentication_failed")
 
 
 def test_metrics_without_a_configured_token_accepts_no_empty_bearer(client):
@@ -55,8 +54,7 @@ def test_metrics_without_a_configured_token_accepts_no_empty_bearer(client):
 def test_metrics_refuses_a_key_without_admin_scope(client, project):
     _, secret = api_key_create(project=project, name="rw", scopes=["read", "write"])
     response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {secret}")
-    assert response.status_code == 403
-    assert response.json()["error"]["code"] == "permission_denied"
+    assert_error(response, 403, "permission_denied")
 
 
 def test_metrics_accepts_an_admin_scope_key(client, project):
@@ -73,10 +71,7 @@ def test_metrics_accepts_the_configured_token(client):
     assert "swarmsite_ingest_items" in families
 
 
-def test_requests_are_counted_and_timed_by_route_name_not_path(
-    client, make_api_client, project
-):
-    api = make_api_client(project)
+def test_requests_are_counted_and_timed_by_route_name_not_path(client, api, project):
     task = task_create(project=project, title="counted")[0]
     labels = {"route": "tasks:task-detail", "method": "GET", "status": "200"}
     before = _sample("swarmsite_http_requests_total", **labels)
