@@ -12,7 +12,11 @@ from conversations.models import (
     MessageRole,
 )
 from conversations.selectors import MESSAGE_BIG_FIELDS
-from swarmsite.serializers import JSONValueField, StrictInputSerializer
+from swarmsite.serializers import (
+    DecimalAmountField,
+    JSONValueField,
+    StrictInputSerializer,
+)
 
 INT32_MAX = 2**31 - 1
 MAX_PARTICIPANTS = 1000
@@ -161,9 +165,7 @@ class MessageInputSerializer(StrictInputSerializer):
     prompt_tokens = _count()
     completion_tokens = _count()
     cached_tokens = _count()
-    cost = serializers.DecimalField(
-        max_digits=16, decimal_places=6, min_value=0, required=False
-    )
+    cost = DecimalAmountField(max_digits=16, decimal_places=6, required=False)
     latency_ms = serializers.FloatField(min_value=0, required=False, allow_null=True)
     reply_to = _id()
     metadata = JSONValueField(kind=dict, required=False)

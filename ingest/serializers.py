@@ -213,7 +213,7 @@ class IngestItemSerializer(serializers.Serializer):
 
 
 class IngestInputSerializer(serializers.Serializer):
-    items = IngestItemSerializer(many=True)
+    items = IngestItemSerializer(many=True, allow_empty=False, max_length=5000)
 
 
 class ItemErrorSerializer(serializers.Serializer):

@@ -16,6 +16,9 @@ class UTCIsoDateTimeField(IsoDateTimeField):
     """ISO 8601 in a query, compared in UTC so any offset is valid SQL."""
 
     def to_python(self, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            # Present but empty is not "no filter": the client meant a time.
+            raise forms.ValidationError("Enter a valid date and time.")
         parsed = super().to_python(value)
         if parsed is None:
             return None

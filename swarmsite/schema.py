@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import (
+    OpenApiAuthenticationExtension,
+    OpenApiSerializerFieldExtension,
+)
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
@@ -19,6 +22,37 @@ class BearerKeyScheme(OpenApiAuthenticationExtension):
             "type": "http",
             "scheme": "bearer",
             "description": "A project API key from `manage.py create_api_key`.",
+        }
+
+
+class JSONValueFieldScheme(OpenApiSerializerFieldExtension):
+    """A JSON object or list field is documented as one, never as "any"."""
+
+    target_class = "swarmsite.serializers.JSONValueField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        if self.target.kind is dict:
+            return {"type": "object", "additionalProperties": {}}
+        if self.target.kind is list:
+            return {"type": "array", "items": {}}
+        return {}
+
+
+class DecimalAmountScheme(OpenApiSerializerFieldExtension):
+    """A non-negative amount: a JSON number or a decimal string."""
+
+    target_class = "swarmsite.serializers.DecimalAmountField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        digits = self.target.max_digits - self.target.decimal_places
+        pattern = rf"^\d{{1,{digits}}}(\.\d{{1,{self.target.decimal_places}}})?$"
+        if direction == "response":
+            return {"type": "string", "format": "decimal", "pattern": pattern}
+        return {
+            "oneOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "format": "decimal", "pattern": pattern},
+            ]
         }
 
 

@@ -88,3 +88,11 @@ class UTCDateTimeField(serializers.DateTimeField):
             return to_utc(parsed, field="value")
         except errors.ValidationError as exc:
             raise serializers.ValidationError(exc.fields["value"]) from exc
+
+
+class DecimalAmountField(serializers.DecimalField):
+    """A non-negative amount such as a cost (see `DecimalAmountScheme`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 0)
+        super().__init__(**kwargs)

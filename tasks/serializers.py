@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from swarmsite.serializers import (
+    DecimalAmountField,
     JSONValueField,
     StrictInputSerializer,
     UTCDateTimeField,
@@ -441,9 +442,7 @@ def _count() -> serializers.IntegerField:
 
 
 def _cost() -> serializers.DecimalField:
-    return serializers.DecimalField(
-        max_digits=16, decimal_places=6, min_value=0, required=False
-    )
+    return DecimalAmountField(max_digits=16, decimal_places=6, required=False)
 
 
 class RunCreateInputSerializer(StrictInputSerializer):
