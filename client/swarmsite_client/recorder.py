@@ -152,6 +152,7 @@ class Recorder:
         self._stop = threading.Event()
         self._progress = threading.Condition()
         self._closed = False
+        self._final_stats: dict[str, Any] | None = None
         # Update types whose operation `id` the server refused (before 1.1).
         self._no_operation_ids: set[str] = set()
         headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
@@ -220,6 +221,7 @@ class Recorder:
             # send its items until it lapses (or this process is gone).
             with contextlib.suppress(Exception):
                 self._outbox.release_lease()
+        self._final_stats = self.stats()
         self._http.close()
         self._outbox.close()
         atexit.unregister(self._atexit)
@@ -234,7 +236,10 @@ class Recorder:
     def stats(self) -> dict[str, Any]:
         """`pending` and `dead` in the outbox; `sent`, `duplicates` (items
         the server already had), `dropped` (outbox full) and `batches` by
-        this Recorder; whether it is the outbox's sender; the last error."""
+        this Recorder; whether it is the outbox's sender; the last error.
+        After `close()`, the figures as they were at closing."""
+        if self._closed and self._final_stats is not None:
+            return dict(self._final_stats)
         return {
             "pending": self._outbox.pending_count(),
             "sent": self._sent,

@@ -34,8 +34,8 @@ def main() -> None:
             time.sleep(0.001)
     if mode == "flush":
         ok = recorder.flush(120)
+        recorder.close(120)  # the sender may still be sending others' items
         print(json.dumps({"flushed": ok, **recorder.stats()}), flush=True)
-        recorder.close()
 
 
 if __name__ == "__main__":
