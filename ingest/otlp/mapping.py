@@ -595,6 +595,7 @@ def map_spans(
     agents: dict[str, str],
     existing: set[str] = frozenset(),
     statuses: dict[str, str] | None = None,
+    stored_titles: dict[str, str] | None = None,
     features: Features = Features(),
 ) -> Plan:
     """The ingest items of one export's spans (`docs/otlp.md`, rule by rule).
@@ -603,7 +604,8 @@ def map_spans(
     derived id and an `agent` item. `existing` holds the ids of trace tasks
     and conversations already stored, whose placeholders are left out.
     `statuses` (task id -> stored status) decides the task's transitions
-    when the server has no operation ids for them.
+    when the server has no operation ids for them; `stored_titles` (task id ->
+    stored title) tells whether the root still has to rename its task.
     Spans are taken in start order, so messages of one export get their
     `seq` in the order the calls were made.
     """
@@ -670,7 +672,12 @@ def map_spans(
     statuses = statuses or {}
     for trace, members in by_trace.items():
         root = roots.get(trace)
-        if root is not None and features.task_update and tasks[trace] in existing:
+        if (
+            root is not None
+            and features.task_update
+            and tasks[trace] in existing
+            and (stored_titles or {}).get(tasks[trace]) != titles[trace]
+        ):
             # Children created the task first, titled by its trace.
             plan.add(
                 "task_update",

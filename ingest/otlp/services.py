@@ -46,16 +46,16 @@ def features() -> mapping.Features:
 
 def _stored(
     project: Project, spans: list[Span], ids: mapping.Ids
-) -> tuple[set[str], dict[str, str]]:
-    """Ids of the trace tasks and conversations stored, and the tasks' status."""
+) -> tuple[set[str], dict[str, str], dict[str, str]]:
+    """Ids of the trace tasks and conversations stored; the tasks' status and
+    title."""
     traces = {ids.task(s.trace_id) for s in spans}
     talks = {ids.conversation(s) for s in spans if mapping.classify(s) == mapping.LLM}
-    statuses = {
-        str(pk): status
-        for pk, status in Task.objects.filter(
-            project=project, pk__in=traces
-        ).values_list("pk", "status")
-    }
+    rows = Task.objects.filter(project=project, pk__in=traces).values_list(
+        "pk", "status", "title"
+    )
+    statuses = {str(pk): status for pk, status, _ in rows}
+    titles = {str(pk): title for pk, _, title in rows}
     found = set(statuses)
     if talks:
         found |= {
@@ -64,7 +64,7 @@ def _stored(
                 project=project, pk__in=talks
             ).values_list("pk", flat=True)
         }
-    return found, statuses
+    return found, statuses, titles
 
 
 def otlp_spans_write(
@@ -94,13 +94,14 @@ def otlp_spans_write(
                 project=project, name__in=names
             ).values_list("name", "id")
         }
-        existing, statuses = _stored(project, valid, ids)
+        existing, statuses, titles = _stored(project, valid, ids)
         plan = mapping.map_spans(
             valid,
             ids=ids,
             agents=agents,
             existing=existing,
             statuses=statuses,
+            stored_titles=titles,
             features=offered,
         )
         if not plan.items:
