@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions
@@ -23,18 +22,6 @@ from ingest.otlp.services import otlp_spans_write
 from swarmsite.exceptions import RequestTooLarge
 from swarmsite.permissions import ProjectScopedMixin
 
-RETRY_AFTER_SECONDS = 5
-
-
-class Unavailable(exceptions.APIException):
-    status_code = 503
-    default_detail = "The database is unavailable; retry shortly."
-    default_code = "unavailable"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.wait = RETRY_AFTER_SECONDS
-
 
 class FirstRenderer(BaseContentNegotiation):
     """Errors answer in the API's JSON shape whatever the exporter accepts."""
@@ -52,16 +39,12 @@ class OtlpTracesView(ProjectScopedMixin, APIView):
     Bearer API key; `application/x-protobuf` or `application/json`;
     `Content-Encoding: gzip` accepted and never inflated past the body limit.
     Spans refused are counted in `partial_success`; errors use the API's
-    JSON error body.
+    JSON error body (a database outage: 503 `unavailable` with Retry-After,
+    from the API's exception handler).
     """
 
     parser_classes: list = []
     content_negotiation_class = FirstRenderer
-
-    def handle_exception(self, exc):
-        if isinstance(exc, OperationalError | InterfaceError):
-            exc = Unavailable()
-        return super().handle_exception(exc)
 
     @extend_schema(exclude=True)
     def post(self, request):
