@@ -15,6 +15,7 @@ RESERVED_EVENT_PREFIXES = (
     "agent.",
     "conversation.",
     "workflow.",
+    "memory.",
 )
 
 
@@ -36,6 +37,14 @@ class EventKind(models.TextChoices):
     CONVERSATION_CREATED = "conversation.created"
     CONVERSATION_UPDATED = "conversation.updated"
     MESSAGE_CREATED = "message.created"
+    MESSAGE_REVISED = "message.revised"
+    CONVERSATION_PARTICIPANT_JOINED = "conversation.participant_joined"
+    CONVERSATION_PARTICIPANT_UPDATED = "conversation.participant_updated"
+    CONVERSATION_PARTICIPANT_LEFT = "conversation.participant_left"
+    CONVERSATION_READ = "conversation.read"
+    MEMORY_CREATED = "memory.created"
+    MEMORY_UPDATED = "memory.updated"
+    MEMORY_DELETED = "memory.deleted"
 
 
 class JournalHead(models.Model):
@@ -141,6 +150,10 @@ class AuditAction(models.TextChoices):
     TASK_STATUS_CHANGED = "task.status_changed"
     AGENT_REGISTERED = "agent.registered"
     AGENT_UPDATED = "agent.updated"
+    MESSAGE_REVISED = "message.revised"
+    MEMORY_CREATED = "memory.created"
+    MEMORY_UPDATED = "memory.updated"
+    MEMORY_DELETED = "memory.deleted"
     APIKEY_CREATED = "apikey.created"
     APIKEY_REVOKED = "apikey.revoked"
     PROJECT_CREATED = "project.created"

@@ -35,13 +35,16 @@ class ParticipantInline(admin.TabularInline):
     """The agents of a conversation; saved through the conversation services."""
 
     model = Participant
-    fields = ("agent", "joined_at")
-    readonly_fields = ("joined_at",)
+    fields = ("agent", "role", "joined_at", "message_count", "last_read_seq")
+    readonly_fields = ("role", "joined_at", "message_count", "last_read_seq")
     autocomplete_fields = ("agent",)
     extra = 0
+    verbose_name_plural = "active participants (deleting one makes it leave)"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("agent")
+        # Former participants are listed in the transcript; removing a row
+        # here makes the agent leave, its history kept.
+        return super().get_queryset(request).filter(active=True).select_related("agent")
 
 
 class MessageInline(ReadOnlyTabularInline):

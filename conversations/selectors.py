@@ -1,13 +1,27 @@
-"""Reads of conversations and messages shared by the admin, API and commands."""
+"""Reads of conversations, participants, messages and memories shared by the
+admin, API and commands."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch, QuerySet
+from django.db import connection
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
-from conversations.models import Conversation, Message, Participant
+from conversations import search
+from conversations.models import (
+    Conversation,
+    Memory,
+    Message,
+    MessageRecipient,
+    Participant,
+)
 from swarmsite.errors import NotFound
 from swarmsite.models import Project
 
@@ -45,9 +59,9 @@ def conversation_list(*, project: Project) -> QuerySet[Conversation]:
         .prefetch_related(
             Prefetch(
                 "participant_links",
-                queryset=Participant.objects.only(
-                    "id", "conversation_id", "agent_id", "joined_at"
-                ).order_by("joined_at", "id"),
+                queryset=Participant.objects.filter(active=True)
+                .only("id", "conversation_id", "agent_id", "joined_at")
+                .order_by("joined_at", "id"),
             )
         )
         .order_by("-created_at", "-id")
@@ -71,7 +85,201 @@ def message_page_queryset(
 
     Without `full`, the content, tool calls and metadata are not loaded.
     """
-    messages = Message.objects.filter(conversation=conversation).order_by("seq")
+    messages = (
+        Message.objects.filter(conversation=conversation)
+        .prefetch_related(_recipients())
+        .order_by("seq")
+    )
     if not full:
         messages = messages.defer(*MESSAGE_BIG_FIELDS)
     return messages
+
+
+def _recipients() -> Prefetch:
+    return Prefetch(
+        "recipient_links",
+        queryset=MessageRecipient.objects.only("id", "message_id", "agent_id").order_by(
+            "id"
+        ),
+    )
+
+
+def participant_list(*, conversation: Conversation) -> QuerySet[Participant]:
+    """A conversation's participants, former ones included, in join order."""
+    return Participant.objects.filter(conversation=conversation).order_by(
+        "joined_at", "id"
+    )
+
+
+def message_get(*, conversation: Conversation, message_id: uuid.UUID | str) -> Message:
+    """One message of the conversation; any other is not found."""
+    try:
+        return Message.objects.get(conversation=conversation, pk=message_id)
+    except (Message.DoesNotExist, ValueError, ValidationError) as exc:
+        raise NotFound(f"No message {message_id} in this conversation.") from exc
+
+
+def message_feed(*, project: Project, full: bool = True) -> QuerySet[Message]:
+    """A project's messages across conversations, in creation order."""
+    messages = (
+        Message.objects.filter(project=project)
+        .prefetch_related(_recipients())
+        .order_by("created_at", "id")
+    )
+    if not full:
+        messages = messages.defer(*MESSAGE_BIG_FIELDS)
+    return messages
+
+
+def messages_to(messages: QuerySet[Message], agent_id: uuid.UUID) -> QuerySet[Message]:
+    """Those of `messages` addressed to the agent."""
+    return messages.filter(
+        Exists(
+            MessageRecipient.objects.filter(
+                message_id=OuterRef("pk"), agent_id=agent_id
+            )
+        )
+    )
+
+
+def messages_unread_by(
+    messages: QuerySet[Message], agent_id: uuid.UUID
+) -> QuerySet[Message]:
+    """Those of `messages` addressed to the agent after its read marker."""
+    marker = Participant.objects.filter(
+        conversation_id=OuterRef("conversation_id"), agent_id=agent_id
+    ).values("last_read_seq")[:1]
+    return messages_to(messages, agent_id).filter(
+        seq__gt=Coalesce(Subquery(marker), Value(0))
+    )
+
+
+# Memories -------------------------------------------------------------------
+
+# A search ranks every match, so its pages stop after this many results.
+MAX_SEARCH_RESULTS = 1000
+
+
+def _live(now: datetime | None = None) -> Q:
+    return Q(expires_at__isnull=True) | Q(expires_at__gt=now or timezone.now())
+
+
+def memory_get(*, project: Project, memory_id: uuid.UUID | str) -> Memory:
+    """One unexpired memory of the project; others are not found."""
+    try:
+        return (
+            Memory.objects.filter(_live())
+            .select_related("project")
+            .get(project=project, uuid=memory_id)
+        )
+    except (Memory.DoesNotExist, ValueError, ValidationError) as exc:
+        raise NotFound(f"No memory {memory_id}.") from exc
+
+
+def _has_tag(memories: QuerySet[Memory], tag: str) -> QuerySet[Memory]:
+    if connection.vendor == "postgresql":
+        return memories.filter(tags__contains=[tag])
+    table = Memory._meta.db_table
+    return memories.filter(
+        id__in=RawSQL(
+            f"SELECT m.id FROM {table} m, json_each(m.tags) t WHERE t.value = %s",
+            [tag],
+        )
+    )
+
+
+def memory_list(
+    *,
+    project: Project,
+    agent: uuid.UUID | None = None,
+    namespace: str | None = None,
+    tag: str | None = None,
+    task: uuid.UUID | None = None,
+    conversation: uuid.UUID | None = None,
+) -> QuerySet[Memory]:
+    """A project's unexpired memories matching the filters, newest first."""
+    memories = Memory.objects.filter(_live(), project=project)
+    if agent is not None:
+        memories = memories.filter(agent_id=agent)
+    if namespace is not None:
+        memories = memories.filter(namespace=namespace)
+    if task is not None:
+        memories = memories.filter(task_id=task)
+    if conversation is not None:
+        memories = memories.filter(conversation_id=conversation)
+    if tag is not None:
+        memories = _has_tag(memories, tag)
+    return memories.order_by("-created_at", "-id")
+
+
+@dataclass
+class SearchPage:
+    """One page of ranked search results and whether more follow."""
+
+    results: list[Memory]
+    more: bool
+
+
+def memory_search(
+    *, memories: QuerySet[Memory], text: str, offset: int = 0, limit: int = 50
+) -> SearchPage:
+    """Memories of `memories` matching any word of `text`, best first.
+
+    PostgreSQL ranks with `ts_rank_cd` over the weighted `tsvector`, SQLite
+    with FTS5's `bm25()`; each result gets its `score` (higher is better on
+    both). Pages end at MAX_SEARCH_RESULTS.
+    """
+    words = search.query_words(text)
+    limit = max(0, min(limit, MAX_SEARCH_RESULTS - offset))
+    if not words or limit == 0:
+        return SearchPage([], False)
+    if connection.vendor == "postgresql":
+        ranked = _pg_ranked(memories, search.pg_query(words))
+    else:
+        ranked = _sqlite_ranked(memories, search.fts5_query(words))
+    rows = ranked(offset, limit + 1)
+    more = len(rows) > limit and offset + limit < MAX_SEARCH_RESULTS
+    return SearchPage(rows[:limit], more)
+
+
+def _pg_ranked(memories: QuerySet[Memory], query: str):
+    table = Memory._meta.db_table
+    tsquery = f"websearch_to_tsquery('{search.PG_CONFIG}', %s)"
+    ranked = (
+        memories.annotate(
+            score=RawSQL(f"ts_rank_cd({table}.search_vector, {tsquery})", [query])
+        )
+        .extra(where=[f"{table}.search_vector @@ {tsquery}"], params=[query])
+        .order_by("-score", "-id")
+    )
+
+    def page(offset: int, limit: int) -> list[Memory]:
+        return list(ranked[offset : offset + limit])
+
+    return page
+
+
+def _sqlite_ranked(memories: QuerySet[Memory], match: str):
+    fts = search.FTS_TABLE
+    weights = ", ".join(str(w) for w in search.BM25_WEIGHTS)
+    inner, params = memories.order_by().values("id").query.sql_with_params()
+
+    def page(offset: int, limit: int) -> list[Memory]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT rowid, bm25({fts}, {weights}) AS score FROM {fts} "
+                f"WHERE {fts} MATCH %s AND rowid IN ({inner}) "
+                "ORDER BY score, rowid DESC LIMIT %s OFFSET %s",
+                [match, *params, limit, offset],
+            )
+            scores = dict(cursor.fetchall())
+        found = Memory.objects.in_bulk(list(scores))
+        rows = []
+        for pk, score in scores.items():
+            memory = found[pk]
+            # bm25 is lower for better matches; the API says higher is better.
+            memory.score = -score
+            rows.append(memory)
+        return rows
+
+    return page

@@ -29,7 +29,13 @@ from django.db import connection, models, transaction
 from django.db.models import QuerySet
 
 from audit.models import AuditLog, Event, JournalHead
-from conversations.models import Conversation, Message, Participant
+from conversations.models import (
+    Conversation,
+    Memory,
+    Message,
+    MessageRecipient,
+    Participant,
+)
 from swarmsite.models import Project
 from tasks.models import Agent, AgentHeartbeat, AgentRun, Task, TaskDependency, Workflow
 
@@ -215,6 +221,7 @@ SPECS: tuple[ModelSpec, ...] = (
             "cached_tokens",
             "cost",
             "last_message_at",
+            "create_digest",
             "created_at",
             "updated_at",
         ),
@@ -224,7 +231,16 @@ SPECS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         Participant,
-        ("conversation", "agent", "joined_at"),
+        (
+            "conversation",
+            "agent",
+            "role",
+            "joined_at",
+            "left_at",
+            "active",
+            "message_count",
+            "last_read_seq",
+        ),
         order=("conversation_id", "agent_id"),
         key=("conversation", "agent"),
         time_field="joined_at",
@@ -248,12 +264,47 @@ SPECS: tuple[ModelSpec, ...] = (
             "cost",
             "latency_ms",
             "reply_to",
+            "thread",
             "metadata",
+            "revision",
+            "revised_at",
+            "create_digest",
             "created_at",
         ),
         order=("conversation_id", "seq"),
         key=("id",),
         time_field="created_at",
+    ),
+    ModelSpec(
+        MessageRecipient,
+        ("project", "message", "agent"),
+        order=("message_id", "agent_id"),
+        key=("message", "agent"),
+        mode=INSERT,
+        time_field="message__created_at",
+    ),
+    ModelSpec(
+        Memory,
+        (
+            "uuid",
+            "project",
+            "agent",
+            "namespace",
+            "key",
+            "content",
+            "tags",
+            "metadata",
+            "task",
+            "conversation",
+            "expires_at",
+            "version",
+            "create_digest",
+            "created_at",
+            "updated_at",
+        ),
+        order=("project_id", "created_at", "id"),
+        key=("uuid",),
+        time_field="updated_at",
     ),
     ModelSpec(
         Event,

@@ -1,4 +1,4 @@
-"""Every write to conversations, participants and messages."""
+"""Writes to messages: append (with recipients and threads) and revise."""
 
 from __future__ import annotations
 
@@ -10,23 +10,24 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.journal import journaled, race_safe
-from audit.models import EventKind
+from audit.journal import journaled
+from audit.models import AuditAction, EventKind
 from audit.services import (
     SYSTEM,
     Actor,
     audit_event_record,
     audit_events_record,
+    audit_log_record,
+    audit_operation_applied,
 )
 from conversations.models import (
     Conversation,
-    ConversationStatus,
     Message,
+    MessageRecipient,
     MessageRole,
     Participant,
 )
-from swarmsite.errors import IdempotencyConflict, ValidationError
-from swarmsite.models import Project
+from swarmsite.errors import IdempotencyConflict, NotFound, ValidationError
 from swarmsite.validation import (
     body_digest,
     check_replay,
@@ -35,16 +36,16 @@ from swarmsite.validation import (
     json_object,
     parse_uuid,
     pk_or_none,
-    resolve,
-    resolve_many,
     to_count,
     to_decimal,
 )
-from tasks.models import Agent, Task
-from tasks.services import task_rollup_add
+from tasks.models import Agent
+from tasks.services import messages_rollup
 
 MAX_MESSAGES_PER_APPEND = 5000
+MAX_RECIPIENTS = 1000
 MESSAGE_FIELDS = (
+    "recipients",
     "id",
     "role",
     "content",
@@ -63,121 +64,10 @@ MESSAGE_FIELDS = (
 )
 
 
-def _conversation_snapshot(
-    conversation: Conversation, participants: list[Agent]
-) -> dict:
-    return {
-        "task": pk_or_none(conversation.task),
-        "title": conversation.title,
-        "status": conversation.status,
-        "participants": sorted(str(a.pk) for a in participants),
-        "metadata": conversation.metadata,
-    }
-
-
-@race_safe
-def conversation_create(
-    *,
-    project: Project,
-    conversation_id: uuid.UUID | str | None = None,
-    task: Task | uuid.UUID | str | None = None,
-    title: str = "",
-    participants: list | None = None,
-    metadata: dict | None = None,
-    actor: Actor = SYSTEM,
-) -> tuple[Conversation, bool]:
-    """Open a conversation; a repeated id with the same body returns it."""
-    conversation = Conversation(
-        id=parse_uuid(conversation_id) or uuid.uuid4(),
-        project=project,
-        task=resolve(Task, project=project, field="task", value=task),
-        title=title,
-        metadata=json_object(metadata, field="metadata"),
-    )
-    agents = resolve_many(
-        Agent, project=project, field="participants", values=participants
-    )
-    clean_fields(conversation)
-    stored = Conversation.objects.filter(pk=conversation.pk).first()
-    if stored is not None:
-        if stored.project_id != project.pk:
-            raise IdempotencyConflict(f"The id {conversation.pk} is taken.")
-        check_replay(
-            stored_digest=stored.create_digest,
-            stored=_conversation_snapshot(stored, list(stored.participants.all())),
-            supplied=_conversation_snapshot(conversation, agents),
-            what="conversation",
-            grown=("participants",),
-        )
-        return stored, False
-    conversation.create_digest = body_digest(
-        _conversation_snapshot(conversation, agents)
-    )
-    conversation.save(force_insert=True)
-    Participant.objects.bulk_create(
-        [Participant(conversation=conversation, agent=a) for a in agents]
-    )
-    audit_event_record(
-        project_id=project.pk,
-        kind=EventKind.CONVERSATION_CREATED,
-        actor=actor,
-        conversation_id=conversation.pk,
-        task_id=conversation.task_id,
-        payload={"conversation": str(conversation.pk)}
-        | _conversation_snapshot(conversation, agents),
-    )
-    return conversation, True
-
-
-@journaled()
-def conversation_update(
-    *, conversation: Conversation, actor: Actor = SYSTEM, **fields: Any
-) -> Conversation:
-    """Change a conversation's title, status, metadata or participants."""
-    allowed = {"title", "status", "metadata", "participants"}
-    unknown = set(fields) - allowed
-    if unknown:
-        raise ValidationError(dict.fromkeys(unknown, "This field cannot be changed."))
-    participants = list(conversation.participants.all())
-    before = _conversation_snapshot(conversation, participants)
-    if "participants" in fields:
-        participants = resolve_many(
-            Agent,
-            project=conversation.project,
-            field="participants",
-            values=fields.pop("participants"),
-        )
-    if "status" in fields and fields["status"] not in ConversationStatus.values:
-        raise ValidationError(
-            {"status": f"Choose from {', '.join(ConversationStatus.values)}."}
-        )
-    if "metadata" in fields:
-        fields["metadata"] = json_object(fields["metadata"], field="metadata")
-    for name, value in fields.items():
-        setattr(conversation, name, value)
-    clean_fields(conversation)
-    after = _conversation_snapshot(conversation, participants)
-    changes = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
-    if not changes:
-        return conversation
-    columns = [k for k in changes if k != "participants"]
-    if columns:
-        conversation.save(update_fields=[*columns, "updated_at"])
-    if "participants" in changes:
-        conversation.participants.set(participants)
-    audit_event_record(
-        project_id=conversation.project_id,
-        kind=EventKind.CONVERSATION_UPDATED,
-        actor=actor,
-        conversation_id=conversation.pk,
-        task_id=conversation.task_id,
-        payload={"conversation": str(conversation.pk), "changes": changes},
-    )
-    return conversation
-
-
-def _message_snapshot(message: Message) -> dict[str, Any]:
-    return {
+def _message_snapshot(
+    message: Message, recipients: list[str] | None = None
+) -> dict[str, Any]:
+    snapshot = {
         "role": message.role,
         "content": message.content,
         "sender": pk_or_none(message.sender),
@@ -192,6 +82,11 @@ def _message_snapshot(message: Message) -> dict[str, Any]:
         "reply_to": pk_or_none(message.reply_to),
         "metadata": message.metadata,
     }
+    # Only when present, so digests of messages stored before recipients
+    # existed still judge their replays.
+    if recipients:
+        snapshot["recipients"] = sorted(recipients)
+    return snapshot
 
 
 class _Prefixed:
@@ -217,6 +112,22 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _recipients(value: Any, agents: dict[str, Agent]) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise ValidationError({"recipients": "Must be a list of agent ids."})
+    if len(value) > MAX_RECIPIENTS:
+        raise ValidationError({"recipients": f"At most {MAX_RECIPIENTS} agents."})
+    ids = list(dict.fromkeys(str(v) for v in value))
+    missing = [i for i in ids if i not in agents]
+    if missing:
+        raise ValidationError(
+            {"recipients": f"No agents {', '.join(missing)} in this project."}
+        )
+    return [str(agents[i].pk) for i in ids]
 
 
 def _build_message(
@@ -273,7 +184,8 @@ def _build_message(
         metadata=json_object(spec.get("metadata"), field="metadata"),
         created_at=spec.get("created_at") or timezone.now(),
     )
-    clean_fields(message, exclude=["seq"])
+    clean_fields(message, exclude=["seq", "thread"])
+    message.recipient_ids = _recipients(spec.get("recipients"), senders)
     return message
 
 
@@ -307,9 +219,13 @@ def message_append(
     sender_ids = {
         str(m["sender"]) for m in messages if isinstance(m, dict) and m.get("sender")
     }
+    for m in messages:
+        if isinstance(m, dict) and isinstance(m.get("recipients"), list | tuple):
+            sender_ids.update(str(r) for r in m["recipients"])
     senders: dict[str, Agent] = {}
     if sender_ids:
-        # Unknown senders are reported per message by _build_message.
+        # Unknown senders and recipients are reported per message by
+        # _build_message.
         senders = {
             str(a.pk): a
             for a in Agent.objects.filter(
@@ -329,7 +245,9 @@ def message_append(
         raise ValidationError({"messages": "Two messages in one request share an id."})
     stored = {
         m.pk: m
-        for m in Message.objects.filter(pk__in=ids).select_related("sender", "reply_to")
+        for m in Message.objects.filter(pk__in=ids)
+        .select_related("sender", "reply_to")
+        .prefetch_related("recipient_links")
     }
 
     # reply_to may name a stored message or an earlier one in this request;
@@ -365,8 +283,11 @@ def message_append(
                     raise IdempotencyConflict(f"The id {message.pk} is taken.")
                 check_replay(
                     stored_digest=existing.create_digest,
-                    stored=_message_snapshot(existing),
-                    supplied=_message_snapshot(message),
+                    stored=_message_snapshot(
+                        existing,
+                        [str(r.agent_id) for r in existing.recipient_links.all()],
+                    ),
+                    supplied=_message_snapshot(message, message.recipient_ids),
                     what="message",
                 )
                 results.append((existing, False))
@@ -374,7 +295,13 @@ def message_append(
                 continue
         seq += 1
         message.seq = seq
-        message.create_digest = body_digest(_message_snapshot(message))
+        # The first message of the reply chain: replies inherit its id.
+        message.thread = (
+            message.reply_to.thread if message.reply_to is not None else message.pk
+        )
+        message.create_digest = body_digest(
+            _message_snapshot(message, message.recipient_ids)
+        )
         new.append(message)
         known[str(message.pk)] = message
         results.append((message, True))
@@ -398,14 +325,18 @@ def message_append(
         last_message_at=last_at,
         updated_at=timezone.now(),
     )
-    if conversation.task_id:
-        task_rollup_add(task_id=conversation.task_id, **usage)
-    new_senders = {m.sender_id for m in new if m.sender_id}
-    if new_senders:
-        Participant.objects.bulk_create(
-            [Participant(conversation=conversation, agent_id=a) for a in new_senders],
-            ignore_conflicts=True,
-        )
+    # Task, workflow and sender roll-ups (runs own usage a message names).
+    messages_rollup(task_id=conversation.task_id, messages=new)
+    MessageRecipient.objects.bulk_create(
+        [
+            MessageRecipient(
+                project_id=conversation.project_id, message=m, agent_id=agent_id
+            )
+            for m in new
+            for agent_id in m.recipient_ids
+        ]
+    )
+    _participants_count(conversation, new)
     audit_events_record(
         project_id=conversation.project_id,
         actor=actor,
@@ -427,12 +358,40 @@ def message_append(
                     "cached_tokens": m.cached_tokens,
                     "cost": str(m.cost),
                     "reply_to": pk_or_none(m.reply_to),
+                    "thread": str(m.thread),
+                    "recipients": m.recipient_ids,
                 },
             }
             for m in new
         ],
     )
     return results
+
+
+def _participants_count(conversation: Conversation, new: list[Message]) -> None:
+    """Senders and recipients become participants; senders' counts grow."""
+    sent: dict[Any, int] = {}
+    for m in new:
+        if m.sender_id:
+            sent[m.sender_id] = sent.get(m.sender_id, 0) + 1
+    involved = set(sent) | {
+        uuid.UUID(agent_id) for m in new for agent_id in m.recipient_ids
+    }
+    if not involved:
+        return
+    Participant.objects.bulk_create(
+        [
+            Participant(conversation=conversation, agent_id=a)
+            for a in sorted(involved, key=str)
+        ],
+        ignore_conflicts=True,
+    )
+    # In key order, so concurrent appenders never wait on each other in a
+    # cycle (they also hold the conversation lock).
+    for agent_id in sorted(sent, key=str):
+        Participant.objects.filter(conversation=conversation, agent_id=agent_id).update(
+            message_count=F("message_count") + sent[agent_id]
+        )
 
 
 def message_append_one(
@@ -443,3 +402,72 @@ def message_append_one(
         return message_append(
             conversation=conversation, messages=[fields], actor=actor
         )[0]
+
+
+@journaled()
+def message_revise(
+    *,
+    message: Message,
+    content: str,
+    operation_id: uuid.UUID | str | None = None,
+    actor: Actor = SYSTEM,
+) -> Message:
+    """Replace a message's content; the earlier text stays in the event log.
+
+    `revision` grows by one and `revised_at` is set; the `message.revised`
+    event carries the previous and the new content. A repeated
+    `operation_id` changes nothing and sets `message.replayed`.
+    """
+    if not isinstance(content, str):
+        raise ValidationError({"content": "Must be a string."})
+    json_check(content, field="content")
+    operation_id = parse_uuid(operation_id, field="id")
+    stored = (
+        Message.objects.select_for_update(of=("self",))
+        .select_related("conversation")
+        .filter(pk=message.pk)
+        .first()
+    )
+    if stored is None:
+        raise NotFound(f"No message {message.pk}.")
+    stored.replayed = audit_operation_applied(
+        project_id=stored.project_id,
+        operation_id=operation_id,
+        kinds=(EventKind.MESSAGE_REVISED,),
+        subject=("message", str(stored.pk)),
+    )
+    if stored.replayed:
+        return stored
+    previous = stored.content
+    now = timezone.now()
+    Message.objects.filter(pk=stored.pk).update(
+        content=content, revision=F("revision") + 1, revised_at=now
+    )
+    stored.content, stored.revised_at = content, now
+    stored.revision += 1
+    conversation = stored.conversation
+    audit_event_record(
+        project_id=stored.project_id,
+        kind=EventKind.MESSAGE_REVISED,
+        actor=actor,
+        conversation_id=conversation.pk,
+        task_id=conversation.task_id,
+        payload={
+            "message": str(stored.pk),
+            "conversation": str(conversation.pk),
+            "seq": stored.seq,
+            "revision": stored.revision,
+            "previous_content": previous,
+            "content": content,
+        },
+        occurred_at=now,
+        event_id=operation_id,
+    )
+    audit_log_record(
+        project_id=stored.project_id,
+        action=AuditAction.MESSAGE_REVISED,
+        actor=actor,
+        obj=stored,
+        changes={"revision": [stored.revision - 1, stored.revision]},
+    )
+    return stored

@@ -214,8 +214,16 @@ def test_conversation_update_changes_fields_and_records_the_changes(
 
     stored = Conversation.objects.get(pk=conversation.pk)
     assert (stored.title, stored.status) == ("Renamed", "closed")
-    assert list(stored.participants.all()) == [helper]
-    (event,) = new_events(project, start)
+    assert list(stored.participants.filter(participant_links__active=True)) == [helper]
+    left, joined, event = new_events(project, start)
+    assert (left.kind, left.payload["agent"]) == (
+        "conversation.participant_left",
+        str(agent.pk),
+    )
+    assert (joined.kind, joined.payload["agent"]) == (
+        "conversation.participant_joined",
+        str(helper.pk),
+    )
     assert (event.kind, event.conversation_id) == (
         "conversation.updated",
         conversation.pk,
