@@ -239,7 +239,8 @@ class SyncEvents(Events):
         with the last position it yielded, so the consumer sees exactly the
         database's sequence for the filter. `after=None` starts at the
         latest position. With `heartbeats=True` it also yields
-        `{"type": "heartbeat", "position": P}` (handy to notice quiet).
+        `{"type": "ready" | "heartbeat", "position": P}` on each connection
+        and heartbeat (to tell a quiet stream from a dead one).
         Raises `StreamClosed` on 4400/4401/4403 (bad query, key or filter).
         """
         from websockets.exceptions import InvalidStatus, WebSocketException
@@ -270,8 +271,11 @@ class SyncEvents(Events):
                             delay.reset()
                             if position is None or complete > position:
                                 position = complete
-                            if heartbeats and frame.get("type") == "heartbeat":
-                                yield {"type": "heartbeat", "position": complete}
+                            if heartbeats and frame.get("type") in (
+                                "heartbeat",
+                                "ready",
+                            ):
+                                yield {"type": frame["type"], "position": complete}
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 if status in (401, 403):
@@ -330,8 +334,11 @@ class AsyncEvents(Events):
                             delay.reset()
                             if position is None or complete > position:
                                 position = complete
-                            if heartbeats and frame.get("type") == "heartbeat":
-                                yield {"type": "heartbeat", "position": complete}
+                            if heartbeats and frame.get("type") in (
+                                "heartbeat",
+                                "ready",
+                            ):
+                                yield {"type": frame["type"], "position": complete}
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 if status in (401, 403):

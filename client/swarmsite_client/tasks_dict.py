@@ -468,6 +468,14 @@ class TasksDict(MutableMapping):
     def _move(self, key: str, task: dict, target: str, fields: dict[str, Any]) -> dict:
         """Walk the legal transitions to `target`, re-reading and re-planning
         if another writer moved the task meanwhile."""
+        # Results and summary written earlier (kept in metadata until now)
+        # become the task's result on completion.
+        metadata = task.get("metadata") or {}
+        fields = {
+            "results": metadata.get("results"),
+            "summary": metadata.get("summary"),
+            **{k: v for k, v in fields.items() if v is not None},
+        }
         for _ in range(5):
             try:
                 for step in status_path(task["status"], target):
