@@ -241,14 +241,8 @@ def main(argv: list[str]) -> int:
         from ingest.otlp.parsing import PROTOBUF, parse_request, spans_of
 
         sample = spans_of(parse_request(exports[0][0], PROTOBUF))
-        per_span = len(
-            mapping.map_spans(
-                sample,
-                ids=mapping.Ids(0),
-                agents={},
-                features=mapping.Features(task_update=True, operation_ids=True),
-            ).items
-        ) / len(sample)
+        plan = mapping.map_spans(sample, ids=mapping.Ids(0), agents={})
+        per_span = len(plan.items) / len(sample)
         ratio = span_rate / item_rate
         engine = "PostgreSQL" if postgres else "SQLite"
         print(f"OTLP spans vs ingest items through daphne ({engine}):")

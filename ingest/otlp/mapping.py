@@ -32,9 +32,6 @@ GENAI_TOOL_OPS = frozenset({"execute_tool"})
 
 EVENT_KIND = "otel.span"
 PLACEHOLDER = frozenset({"idempotency_conflict"})
-# Transitions without operation ids are decided from the stored status; a
-# concurrent export may have made the same move first.
-RACED = frozenset({"illegal_transition", "version_conflict"})
 TOOL_ACTION = "tool.invoke"
 
 INT32_MAX = 2**31 - 1
@@ -538,14 +535,6 @@ class Plan:
         self.owners.append(tuple(owners))
 
 
-@dataclass(frozen=True)
-class Features:
-    """Ingest item types and fields the running server offers."""
-
-    task_update: bool = False
-    operation_ids: bool = False
-
-
 def agent_names(spans: Iterable[Span]) -> set[str]:
     """Every agent name the mapping of `spans` refers to."""
     names: set[str] = set()
@@ -594,18 +583,15 @@ def map_spans(
     ids: Ids,
     agents: dict[str, str],
     existing: set[str] = frozenset(),
-    statuses: dict[str, str] | None = None,
     stored_titles: dict[str, str] | None = None,
-    features: Features = Features(),
 ) -> Plan:
     """The ingest items of one export's spans (`docs/otlp.md`, rule by rule).
 
     `agents` maps names of stored agents to their ids; other names get a
     derived id and an `agent` item. `existing` holds the ids of trace tasks
     and conversations already stored, whose placeholders are left out.
-    `statuses` (task id -> stored status) decides the task's transitions
-    when the server has no operation ids for them; `stored_titles` (task id ->
-    stored title) tells whether the root still has to rename its task.
+    `stored_titles` (task id -> stored title) tells whether the root still
+    has to rename its task.
     Spans are taken in start order, so messages of one export get their
     `seq` in the order the calls were made.
     """
@@ -669,12 +655,10 @@ def map_spans(
                 members,
                 tolerate=PLACEHOLDER,
             )
-    statuses = statuses or {}
     for trace, members in by_trace.items():
         root = roots.get(trace)
         if (
             root is not None
-            and features.task_update
             and tasks[trace] in existing
             and (stored_titles or {}).get(tasks[trace]) != titles[trace]
         ):
@@ -689,10 +673,7 @@ def map_spans(
                 [root],
             )
         running = {"task": tasks[trace], "status": "running"}
-        if features.operation_ids:
-            plan.add("transition", running | {"id": ids.of("running", trace)}, members)
-        elif statuses.get(tasks[trace], "pending") == "pending":
-            plan.add("transition", running, members, tolerate=RACED)
+        plan.add("transition", running | {"id": ids.of("running", trace)}, members)
 
     # Conversations: one per gen_ai.conversation.id / session.id, else one
     # per trace (then it belongs to the trace's task).
@@ -794,10 +775,7 @@ def map_spans(
         data = {"task": tasks[trace], "status": "failed" if failed else "completed"}
         if failed:
             data["error"] = error_text(span) or "The root span ended with ERROR."
-        if features.operation_ids:
-            plan.add("transition", data | {"id": ids.of("finished", trace)}, [root])
-        elif statuses.get(tasks[trace], "pending") in ("pending", "running"):
-            plan.add("transition", data, [root], tolerate=RACED)
+        plan.add("transition", data | {"id": ids.of("finished", trace)}, [root])
     return plan
 
 

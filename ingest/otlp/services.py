@@ -14,7 +14,7 @@ from audit.services import SYSTEM, Actor
 from conversations.models import Conversation
 from ingest.otlp import mapping
 from ingest.otlp.parsing import Span
-from ingest.serializers import ITEM_SERIALIZERS, validate_items
+from ingest.serializers import validate_items
 from ingest.services import ingest_items
 from swarmsite.models import Project
 from tasks.models import Agent, Task
@@ -34,29 +34,19 @@ class ExportResult:
     items: int
 
 
-def features() -> mapping.Features:
-    """The ingest item types and fields this server offers (see Features)."""
-    transition = ITEM_SERIALIZERS.get("transition")
-    with_ids = bool(transition) and "id" in transition[0]().fields
-    return mapping.Features(
-        task_update="task_update" in ITEM_SERIALIZERS,
-        operation_ids=with_ids,
-    )
-
-
 def _stored(
     project: Project, spans: list[Span], ids: mapping.Ids
-) -> tuple[set[str], dict[str, str], dict[str, str]]:
-    """Ids of the trace tasks and conversations stored; the tasks' status and
-    title."""
+) -> tuple[set[str], dict[str, str]]:
+    """Ids of the trace tasks and conversations stored, and the tasks' titles."""
     traces = {ids.task(s.trace_id) for s in spans}
     talks = {ids.conversation(s) for s in spans if mapping.classify(s) == mapping.LLM}
-    rows = Task.objects.filter(project=project, pk__in=traces).values_list(
-        "pk", "status", "title"
-    )
-    statuses = {str(pk): status for pk, status, _ in rows}
-    titles = {str(pk): title for pk, _, title in rows}
-    found = set(statuses)
+    titles = {
+        str(pk): title
+        for pk, title in Task.objects.filter(
+            project=project, pk__in=traces
+        ).values_list("pk", "title")
+    }
+    found = set(titles)
     if talks:
         found |= {
             str(pk)
@@ -64,7 +54,7 @@ def _stored(
                 project=project, pk__in=talks
             ).values_list("pk", flat=True)
         }
-    return found, statuses, titles
+    return found, titles
 
 
 def otlp_spans_write(
@@ -83,7 +73,6 @@ def otlp_spans_write(
     index = [i for i, s in enumerate(spans) if not s.invalid]
     valid = [spans[i] for i in index]
     ids = mapping.Ids(project.pk)
-    offered = features()
     plan = mapping.Plan()
     results = []
     for _attempt in range(MAX_ATTEMPTS):
@@ -94,15 +83,13 @@ def otlp_spans_write(
                 project=project, name__in=names
             ).values_list("name", "id")
         }
-        existing, statuses, titles = _stored(project, valid, ids)
+        existing, titles = _stored(project, valid, ids)
         plan = mapping.map_spans(
             valid,
             ids=ids,
             agents=agents,
             existing=existing,
-            statuses=statuses,
             stored_titles=titles,
-            features=offered,
         )
         if not plan.items:
             break

@@ -13,7 +13,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from audit.models import AuditLog, Event
 from conversations.models import Conversation, Message
-from ingest.otlp.services import features
 from tasks.models import Agent, AgentRun, Task
 from tests.ingest.otlp import builder
 
@@ -213,8 +212,6 @@ def test_children_first_in_separate_exports_give_the_same_rows(
         together.pop(name), apart.pop(name)
     strip = [m[:-1] for m in together.pop("messages")]
     assert strip == [m[:-1] for m in apart.pop("messages")]
-    if not features().task_update:
-        together.pop("tasks"), apart.pop("tasks")  # the title stays the trace's
     assert together == apart
     task = Task.objects.get(project=other_project)
     assert task.status == "failed"
@@ -338,8 +335,7 @@ def test_children_written_before_their_root_keep_the_task_open(otlp, project):
     post(otlp, builder.request(spans[0]))
     task.refresh_from_db()
     assert task.status == "failed"
-    if features().task_update:
-        assert task.title == "invoke_agent planner"
+    assert task.title == "invoke_agent planner"
 
 
 def test_spans_with_unusable_ids_are_rejected_in_partial_success(otlp, project):
