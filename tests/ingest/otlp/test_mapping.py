@@ -1,0 +1,319 @@
+"""The mapping as pure functions: spans in, ingest items out (no database)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from ingest.otlp import mapping
+from ingest.otlp.parsing import spans_of
+from tests.ingest.otlp import builder
+
+IDS = mapping.Ids("tests")
+
+
+def flat(*spans):
+    return spans_of(builder.request(*spans))
+
+
+def items_of(spans, **kwargs):
+    plan = mapping.map_spans(spans, ids=IDS, agents={}, **kwargs)
+    return plan, [(i["type"], i["data"]) for i in plan.items]
+
+
+def of_type(plan, type_):
+    return [i["data"] for i in plan.items if i["type"] == type_]
+
+
+def test_span_types_come_from_genai_operations_or_openinference_kinds():
+    trace = builder.new_trace()
+    spans = flat(
+        builder.span(trace, "a", gen_ai__operation__name="invoke_agent"),
+        builder.span(trace, "b", gen_ai__operation__name="generate_content"),
+        builder.span(trace, "c", gen_ai__operation__name="execute_tool"),
+        builder.span(trace, "d", openinference__span__kind="AGENT"),
+        builder.span(trace, "e", openinference__span__kind="llm"),
+        builder.span(trace, "f", openinference__span__kind="TOOL"),
+        builder.span(trace, "g", openinference__span__kind="CHAIN"),
+        builder.span(trace, "h", gen_ai__operation__name="embeddings"),
+    )
+    assert [mapping.classify(s) for s in spans] == [
+        "agent",
+        "llm",
+        "tool",
+        "agent",
+        "llm",
+        "tool",
+        "span",
+        "span",
+    ]
+
+
+def test_ids_are_the_same_whatever_the_span_order():
+    _, spans = builder.three_agent_trace()
+    spans = flat(*spans)
+    _, first = items_of(spans)
+    shuffled = spans[:]
+    random.Random(7).shuffle(shuffled)
+    _, second = items_of(shuffled)
+    key = lambda pair: json.dumps(pair, sort_keys=True)  # noqa: E731
+    assert sorted(first, key=key) == sorted(second, key=key)
+    other = mapping.map_spans(spans, ids=mapping.Ids("other"), agents={})
+    assert {i["data"].get("id") for i in other.items} & {
+        d.get("id") for _, d in first
+    } == set()
+
+
+def test_the_delegating_agent_is_found_through_spans_that_are_not_agents():
+    trace = builder.new_trace()
+    boss, step, tool = (builder.new_span_id() for _ in range(3))
+    spans = flat(
+        builder.span(
+            trace, "boss", span_id=boss, gen_ai__operation__name="invoke_agent"
+        ),
+        builder.span(trace, "step", span_id=step, parent=boss),
+        builder.span(
+            trace,
+            "ask_helper",
+            span_id=tool,
+            parent=step,
+            gen_ai__operation__name="execute_tool",
+        ),
+        builder.span(
+            trace,
+            "helper",
+            parent=tool,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="helper",
+        ),
+    )
+    plan, _ = items_of(spans)
+    agents = {a["name"]: a for a in of_type(plan, "agent")}
+    assert agents["helper"]["parent"] == agents["boss"]["id"]
+    assert "parent" not in agents["boss"]
+    helper_run = [r for r in of_type(plan, "run") if r["agent"] == IDS.agent("helper")]
+    assert helper_run[0]["metadata"]["otel"]["delegated_by"] == "boss"
+
+
+def test_a_stored_agent_keeps_its_id_and_is_not_registered_again():
+    span = builder.span(
+        builder.new_trace(),
+        "x",
+        gen_ai__operation__name="invoke_agent",
+        gen_ai__agent__name="old",
+    )
+    plan = mapping.map_spans(flat(span), ids=IDS, agents={"old": "stored-id"})
+    assert of_type(plan, "agent") == []
+    assert of_type(plan, "run")[0]["agent"] == "stored-id"
+
+
+def test_create_agent_registers_without_a_run():
+    span = builder.span(
+        builder.new_trace(),
+        "create_agent x",
+        gen_ai__operation__name="create_agent",
+        gen_ai__agent__name="maker",
+        gen_ai__agent__description="Makes things.",
+    )
+    plan, _ = items_of(flat(span))
+    (agent,) = of_type(plan, "agent")
+    assert agent["metadata"] == {"description": "Makes things."}
+    assert of_type(plan, "run") == []
+
+
+def test_cached_tokens_are_part_of_the_prompt_in_both_conventions():
+    trace = builder.new_trace()
+    genai, openinference, fresh_only = flat(
+        builder.span(
+            trace,
+            "a",
+            gen_ai__usage__input_tokens=100,
+            gen_ai__usage__cache_read__input_tokens=60,
+            gen_ai__usage__output_tokens=7,
+        ),
+        builder.span(
+            trace,
+            "b",
+            llm__token_count__prompt=100,
+            llm__token_count__prompt_details__cache_read=60,
+            llm__token_count__completion=7,
+        ),
+        builder.span(
+            trace,
+            "c",
+            gen_ai__usage__input_tokens=40,
+            gen_ai__usage__cache_read__input_tokens=60,
+        ),
+    )
+    expected = {"prompt_tokens": 100, "cached_tokens": 60, "completion_tokens": 7}
+    assert mapping.usage(genai) == expected
+    assert mapping.usage(openinference) == expected
+    assert mapping.usage(fresh_only) == {"prompt_tokens": 100, "cached_tokens": 60}
+
+
+def test_cost_prefers_the_total_then_adds_prompt_and_completion():
+    trace = builder.new_trace()
+    total, parts, none, negative = flat(
+        builder.span(trace, "a", llm__cost__total=0.5, llm__cost__prompt=9.0),
+        builder.span(trace, "b", llm__cost__prompt=0.25, llm__cost__completion=0.5),
+        builder.span(trace, "c"),
+        builder.span(trace, "d", llm__cost__total=-1.0),
+    )
+    assert mapping.cost(total) == "0.500000"
+    assert mapping.cost(parts) == "0.750000"
+    assert mapping.cost(none) is None
+    assert mapping.cost(negative) is None
+
+
+def test_history_resent_by_each_call_maps_to_the_same_input_ids():
+    trace = builder.new_trace()
+    first = [{"role": "user", "parts": [builder.text("Hi")]}]
+    second = [
+        *first,
+        {"role": "assistant", "parts": [builder.text("Hello")]},
+        {"role": "user", "parts": [builder.text("Bye")]},
+    ]
+    calls = flat(
+        *[
+            builder.span(
+                trace,
+                "chat",
+                start_ms=n,
+                gen_ai__operation__name="chat",
+                gen_ai__input__messages=json.dumps(inputs),
+                gen_ai__output__messages=json.dumps(
+                    [{"role": "assistant", "parts": [builder.text(f"out {n}")]}]
+                ),
+            )
+            for n, inputs in enumerate((first, second))
+        ]
+    )
+    plan, _ = items_of(calls)
+    messages = of_type(plan, "message")
+    contents = [(m["role"], m["content"]) for m in messages]
+    assert contents == [
+        ("user", "Hi"),
+        ("assistant", "out 0"),
+        ("user", "Hi"),
+        ("user", "Bye"),
+        ("assistant", "out 1"),
+    ]
+    assert messages[0]["id"] == messages[2]["id"]  # stored once
+    assert len({m["id"] for m in messages}) == 4
+
+
+def test_legacy_genai_events_and_system_instructions_give_messages():
+    trace = builder.new_trace()
+    legacy, modern = flat(
+        builder.span(
+            trace,
+            "chat",
+            gen_ai__operation__name="chat",
+            events=[
+                ("gen_ai.system.message", {"content": "Rules."}),
+                ("gen_ai.user.message", {"content": "Question?"}),
+                (
+                    "gen_ai.choice",
+                    {"message": json.dumps({"content": "Answer."}), "index": 0},
+                ),
+            ],
+        ),
+        builder.span(
+            trace,
+            "chat",
+            gen_ai__operation__name="chat",
+            events=[
+                (
+                    "gen_ai.client.inference.operation.details",
+                    {
+                        "gen_ai.system_instructions": json.dumps(
+                            [builder.text("Rules.")]
+                        ),
+                        "gen_ai.input.messages": json.dumps(
+                            [{"role": "user", "parts": [builder.text("Question?")]}]
+                        ),
+                    },
+                )
+            ],
+        ),
+    )
+    inputs, outputs = mapping.messages(legacy)
+    assert [(m.role, m.content) for m in inputs] == [
+        ("system", "Rules."),
+        ("user", "Question?"),
+    ]
+    assert [m.content for m in outputs] == ["Answer."]
+    inputs, outputs = mapping.messages(modern)
+    assert [(m.role, m.content) for m in inputs] == [
+        ("system", "Rules."),
+        ("user", "Question?"),
+    ]
+    assert outputs == []
+
+
+def test_openinference_tool_calls_and_tool_results_keep_their_ids():
+    span = builder.span(
+        builder.new_trace(),
+        "llm",
+        openinference__span__kind="LLM",
+        **{
+            "llm.input_messages.0.message.role": "tool",
+            "llm.input_messages.0.message.content": "42",
+            "llm.input_messages.0.message.tool_call_id": "call_9",
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.tool_calls.0.tool_call.id": "call_10",
+            "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": "f",
+            "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": (
+                '{"x": 1}'
+            ),
+        },
+    )
+    (inputs, outputs) = mapping.messages(flat(span)[0])
+    assert (inputs[0].role, inputs[0].tool_call_id) == ("tool", "call_9")
+    assert outputs[0].tool_calls == [
+        {
+            "id": "call_10",
+            "type": "function",
+            "function": {"name": "f", "arguments": '{"x": 1}'},
+        }
+    ]
+
+
+def test_a_failed_tool_takes_its_error_from_the_exception_event():
+    span = builder.span(
+        builder.new_trace(),
+        "execute_tool fetch",
+        gen_ai__operation__name="execute_tool",
+        error="",
+        events=[
+            ("exception", {"exception.type": "TimeoutError", "exception.message": "5s"})
+        ],
+    )
+    plan, _ = items_of(flat(span))
+    (audit,) = of_type(plan, "audit")
+    assert (audit["target"], audit["success"], audit["error"]) == (
+        "fetch",
+        False,
+        "TimeoutError: 5s",
+    )
+
+
+def test_only_otel_span_events_and_tool_invoke_audits_are_written():
+    _, spans = builder.three_agent_trace()
+    plan, _ = items_of(flat(*spans))
+    assert {e["kind"] for e in of_type(plan, "event")} == {"otel.span"}
+    assert {a["action"] for a in of_type(plan, "audit")} == {"tool.invoke"}
+
+
+def test_nul_characters_are_removed_from_text_and_payloads():
+    span = builder.span(
+        builder.new_trace(),
+        "chat\x00",
+        gen_ai__operation__name="chat",
+        gen_ai__output__messages=json.dumps(
+            [{"role": "assistant", "parts": [builder.text("a\x00b")]}]
+        ),
+    )
+    plan, _ = items_of(flat(span))
+    assert "\x00" not in json.dumps(plan.items)
+    assert of_type(plan, "message")[0]["content"] == "ab"
