@@ -8,31 +8,30 @@ from rest_framework.test import APIClient
 
 from audit.middleware import buffer as request_audits
 from swarmsite.models import Project
-from swarmsite.services import api_key_create, project_create
-from tasks.services import agent_register, task_create
+from swarmsite.services import api_key_create
+from tests.swarmsite.factories import ProjectFactory
+from tests.tasks.factories import AgentFactory, TaskFactory
 
 
 @pytest.fixture
 def project(db) -> Project:
     # Created by a migration, but transactional tests flush it away.
-    return project_create(slug="default", name="Default")[0]
+    return ProjectFactory(slug="default", name="Default")
 
 
 @pytest.fixture
 def other_project(db) -> Project:
-    return project_create(slug="other", name="Other")[0]
+    return ProjectFactory(slug="other", name="Other")
 
 
 @pytest.fixture
 def agent(project):
-    return agent_register(project=project, name="worker-1", role="worker")[0]
+    return AgentFactory(project=project, name="worker-1", role="worker")
 
 
 @pytest.fixture
 def task(project, agent):
-    return task_create(project=project, title="Write the report", assigned_agent=agent)[
-        0
-    ]
+    return TaskFactory(project=project, title="Write the report", assigned_agent=agent)
 
 
 @pytest.fixture

@@ -3,10 +3,11 @@ from django.urls import reverse
 
 from audit.models import Event, EventKind
 from conversations.models import Conversation, Message, Participant
-from conversations.services import conversation_create, message_append
-from tasks.services import agent_register
+from conversations.services import message_append
 from tests.conftest import count_queries
+from tests.conversations.factories import ConversationFactory
 from tests.swarmsite.test_admin import add_inline_row, changeform_data, inline_prefix
+from tests.tasks.factories import AgentFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -16,9 +17,9 @@ CONVERSATIONS = reverse("admin:conversations_conversation_changelist")
 
 @pytest.fixture
 def conversation(project, agent, task):
-    return conversation_create(
+    return ConversationFactory(
         project=project, task=task, title="Planning", participants=[agent.pk]
-    )[0]
+    )
 
 
 def _append(conversation, count: int, *, start: int = 0, sender=None) -> None:
@@ -66,7 +67,7 @@ def test_conversation_add_goes_through_conversation_create(
 def test_conversation_change_goes_through_conversation_update(
     staff_client, project, agent, conversation
 ):
-    reviewer, _ = agent_register(project=project, name="reviewer")
+    reviewer = AgentFactory(project=project, name="reviewer")
     url = _change_url(conversation)
     response = staff_client.get(url)
     prefix = inline_prefix(response, Participant)

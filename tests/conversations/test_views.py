@@ -15,9 +15,10 @@ from conversations.services import (
     message_append,
 )
 from swarmsite.pagination import MAX_PAGE_SIZE
-from tasks.services import agent_register, task_create
 from tests.audit.factories import table_counts
 from tests.conftest import assert_error, assert_fields, count_queries
+from tests.conversations.factories import ConversationFactory
+from tests.tasks.factories import AgentFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -26,19 +27,19 @@ URL = "/api/v1/conversations/"
 
 @pytest.fixture
 def conversation(project, task, agent):
-    return conversation_create(
+    return ConversationFactory(
         project=project, task=task, title="Planning", participants=[agent.pk]
-    )[0]
+    )
 
 
 @pytest.fixture
 def foreign(other_project):
     """An agent, a task, a conversation and a message of another project."""
-    agent = agent_register(project=other_project, name="spy")[0]
-    task = task_create(project=other_project, title="Secret")[0]
-    conversation = conversation_create(
+    agent = AgentFactory(project=other_project, name="spy")
+    task = TaskFactory(project=other_project, title="Secret")
+    conversation = ConversationFactory(
         project=other_project, task=task, participants=[agent.pk]
-    )[0]
+    )
     message = message_append(
         conversation=conversation, messages=[{"role": "user", "content": "psst"}]
     )[0][0]
@@ -167,7 +168,7 @@ def test_conversation_create_refuses_another_projects_objects(api, foreign, targ
 def test_conversation_retrieve_shows_participants_in_join_order(
     api, project, conversation
 ):
-    second = agent_register(project=project, name="a-second")[0]
+    second = AgentFactory(project=project, name="a-second")
     conversation_update(
         conversation=conversation,
         participants=[*conversation.participants.all(), second],
@@ -181,7 +182,7 @@ def test_conversation_retrieve_shows_participants_in_join_order(
 def test_conversation_patch_changes_title_status_participants_metadata(
     api, project, conversation
 ):
-    helper = agent_register(project=project, name="helper")[0]
+    helper = AgentFactory(project=project, name="helper")
     body = {
         "title": "Renamed",
         "status": "closed",
@@ -229,8 +230,8 @@ def test_conversation_patch_refuses_bad_and_read_only_fields(
 def test_conversation_list_filters_by_task_status_and_participant(
     api, project, task, agent, conversation
 ):
-    helper = agent_register(project=project, name="helper")[0]
-    other = conversation_create(project=project, participants=[helper.pk])[0]
+    helper = AgentFactory(project=project, name="helper")
+    other = ConversationFactory(project=project, participants=[helper.pk])
     conversation_update(conversation=other, status="archived")
 
     def ids(query: str) -> set[str]:
@@ -482,7 +483,7 @@ def test_message_append_refuses_another_projects_sender_or_reply_to(
 def test_message_append_adds_a_new_sender_to_the_participants(
     api, project, conversation
 ):
-    newcomer = agent_register(project=project, name="newcomer")[0]
+    newcomer = AgentFactory(project=project, name="newcomer")
     body = {"role": "assistant", "sender": str(newcomer.pk)}
     assert api.post(_messages_url(conversation), body, format="json").status_code == 201
     participants = api.get(f"{URL}{conversation.pk}/").json()["participants"]
@@ -494,7 +495,7 @@ def test_message_append_adds_a_new_sender_to_the_participants(
 
 @pytest.fixture
 def chat(project, conversation, agent):
-    helper = agent_register(project=project, name="helper")[0]
+    helper = AgentFactory(project=project, name="helper")
     message_append(
         conversation=conversation,
         messages=[
@@ -575,7 +576,7 @@ def test_message_list_pages_by_seq_and_clamps_page_size(api, conversation):
 def test_conversation_filterset_filters_and_names_bad_values(
     project, task, agent, conversation
 ):
-    other = conversation_create(project=project, title="Other")[0]
+    other = ConversationFactory(project=project, title="Other")
     conversation_update(conversation=other, status="closed")
     everything = Conversation.objects.filter(project=project)
 
@@ -621,7 +622,7 @@ def test_conversation_list_query_count_does_not_grow_with_the_page(
 ):
     def fill(count: int) -> None:
         for n in range(count):
-            helper = agent_register(project=project, name=f"h{n}")[0]
+            helper = AgentFactory(project=project, name=f"h{n}")
             conversation_create(
                 project=project, task=task, participants=[agent.pk, helper.pk]
             )

@@ -31,6 +31,12 @@ from tests.swarmsite.test_admin import (
     inline_prefix,
     messages_of,
 )
+from tests.tasks.factories import (
+    AgentFactory,
+    AgentRunFactory,
+    TaskFactory,
+    WorkflowFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -51,18 +57,15 @@ def _events(kind: str, **filters):
 
 def _make_tasks(project, agent, workflow, count: int) -> None:
     for n in range(count):
-        task_create(
-            project=project,
-            title=f"Task {n}",
-            assigned_agent=agent,
-            workflow=workflow if n % 2 else None,
+        TaskFactory(
+            project=project, assigned_agent=agent, workflow=workflow if n % 2 else None
         )
 
 
 def test_task_changelist_queries_do_not_grow_with_rows(
     staff_client, project, agent, django_assert_max_num_queries
 ):
-    workflow, _ = workflow_create(project=project, name="nightly")
+    workflow = WorkflowFactory(project=project, name="nightly")
     _make_tasks(project, agent, workflow, 5)
     few = count_queries(staff_client, TASKS)
     _make_tasks(project, agent, workflow, 45)
@@ -82,7 +85,7 @@ def test_task_changelist_never_counts_the_whole_table(staff_client, task):
 
 
 def test_task_changelist_filters_and_searches(staff_client, project, task):
-    other, _ = task_create(project=project, title="Review the report")
+    other = TaskFactory(project=project, title="Review the report")
     task_transition(task=other, status=TaskStatus.CANCELLED)
     response = staff_client.get(TASKS, {"status__exact": "cancelled"})
     assert list(response.context["cl"].result_list) == [other]
@@ -100,7 +103,7 @@ def test_task_changelist_filters_and_searches(staff_client, project, task):
 def test_task_change_page_shows_subtasks_runs_conversations_and_events(
     staff_client, project, agent, task
 ):
-    subtask, _ = task_create(project=project, title="Collect sources", parent=task)
+    TaskFactory(project=project, title="Collect sources", parent=task)
     run_create(project=project, task=task, agent=agent, model="gpt-x")
     conversation_create(project=project, task=task, title="Kick-off")
     task_transition(task=task, status=TaskStatus.RUNNING)
@@ -190,7 +193,7 @@ def test_task_change_over_a_newer_version_is_refused(staff_client, task):
 
 def test_task_change_service_error_is_shown_and_nothing_is_written(staff_client, task):
     other, _ = project_create(slug="other")
-    stranger, _ = agent_register(project=other, name="stranger")
+    stranger = AgentFactory(project=other, name="stranger")
     url = _change_url(task)
     data = changeform_data(
         staff_client.get(url), title="Changed", assigned_agent=str(stranger.pk)
@@ -208,8 +211,8 @@ def test_task_change_service_error_is_shown_and_nothing_is_written(staff_client,
 def test_task_dependency_inline_adds_and_removes_through_services(
     staff_client, project, task
 ):
-    first, _ = task_create(project=project, title="First")
-    second, _ = task_create(project=project, title="Second")
+    first = TaskFactory(project=project, title="First")
+    second = TaskFactory(project=project, title="Second")
     task_dependency_add(task=task, depends_on=first)
     url = _change_url(task)
     response = staff_client.get(url)
@@ -224,7 +227,7 @@ def test_task_dependency_inline_adds_and_removes_through_services(
 
 
 def test_task_dependency_cycle_is_refused_with_a_message(staff_client, project, task):
-    blocker, _ = task_create(project=project, title="Blocker", depends_on=[task.pk])
+    blocker = TaskFactory(project=project, title="Blocker", depends_on=[task.pk])
     url = _change_url(task)
     response = staff_client.get(url)
     data = changeform_data(response)
@@ -280,7 +283,7 @@ def _act(client, action: str, *tasks):
 
 
 def test_cancel_action_transitions_through_the_service(staff_client, project, task):
-    done, _ = task_create(project=project, title="Done already")
+    done = TaskFactory(project=project, title="Done already")
     task_transition(task=done, status=TaskStatus.RUNNING)
     task_transition(task=done, status=TaskStatus.COMPLETED)
     response = _act(staff_client, "cancel_tasks", task, done)
@@ -298,7 +301,7 @@ def test_cancel_action_transitions_through_the_service(staff_client, project, ta
 
 
 def test_retry_action_queues_failed_tasks_only(staff_client, project, task):
-    failed, _ = task_create(project=project, title="Broke")
+    failed = TaskFactory(project=project, title="Broke")
     task_transition(task=failed, status=TaskStatus.RUNNING)
     task_transition(task=failed, status=TaskStatus.FAILED, error="boom")
     response = _act(staff_client, "retry_tasks", failed, task)
@@ -351,7 +354,7 @@ def test_agent_change_page_shows_latest_heartbeats(staff_client, agent):
 
 
 def test_agent_of_its_own_lineage_is_refused(staff_client, project, agent):
-    child, _ = agent_register(project=project, name="child", parent=agent)
+    child = AgentFactory(project=project, name="child", parent=agent)
     url = _change_url(agent)
     data = changeform_data(staff_client.get(url), parent=str(child.pk))
     response = staff_client.post(url, data)
@@ -421,7 +424,7 @@ def test_run_add_goes_through_run_create_and_rolls_up(
 
 
 def test_run_change_goes_through_run_update(staff_client, project, agent, task):
-    run, _ = run_create(project=project, task=task, agent=agent, prompt_tokens=10)
+    run = AgentRunFactory(project=project, task=task, agent=agent, prompt_tokens=10)
     url = _change_url(run)
     data = changeform_data(
         staff_client.get(url),
@@ -442,7 +445,7 @@ def test_run_change_goes_through_run_update(staff_client, project, agent, task):
 def test_dependency_admin_adds_and_removes_through_services(
     staff_client, project, task
 ):
-    other, _ = task_create(project=project, title="Other")
+    other = TaskFactory(project=project, title="Other")
     response = staff_client.post(
         reverse("admin:tasks_taskdependency_add"),
         {"task": task.pk, "depends_on": other.pk},
@@ -457,7 +460,7 @@ def test_dependency_admin_adds_and_removes_through_services(
 
 
 def test_dependency_admin_refuses_a_cycle(staff_client, project, task):
-    other, _ = task_create(project=project, title="Other", depends_on=[task.pk])
+    other = TaskFactory(project=project, title="Other", depends_on=[task.pk])
     response = staff_client.post(
         reverse("admin:tasks_taskdependency_add"),
         {"task": task.pk, "depends_on": other.pk},

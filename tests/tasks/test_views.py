@@ -10,9 +10,14 @@ from tasks.services import (
     run_create,
     task_create,
     task_transition,
-    workflow_create,
 )
 from tests.conftest import assert_error, count_queries
+from tests.tasks.factories import (
+    AgentFactory,
+    AgentRunFactory,
+    TaskFactory,
+    WorkflowFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -20,9 +25,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def foreign(other_project):
     """An agent, a task and a run of another project."""
-    agent = agent_register(project=other_project, name="spy")[0]
-    task = task_create(project=other_project, title="Secret")[0]
-    run = run_create(project=other_project, task=task, agent=agent)[0]
+    agent = AgentFactory(project=other_project, name="spy")
+    task = TaskFactory(project=other_project, title="Secret")
+    run = AgentRunFactory(project=other_project, task=task, agent=agent)
     return {"agent": agent, "task": task, "run": run}
 
 
@@ -79,7 +84,7 @@ def test_agent_register_refuses_a_parent_of_another_project(api, foreign):
 
 
 def test_agent_list_filters_by_role_status_and_parent(api, project, agent):
-    boss = agent_register(project=project, name="boss", role="planner")[0]
+    boss = AgentFactory(project=project, name="boss", role="planner")
     agent_register(project=project, name="kid", role="worker", parent=boss)
 
     def names(query: str) -> set[str]:
@@ -231,9 +236,9 @@ def test_task_list_leaves_out_big_fields_unless_full(api, task):
 
 
 def test_task_list_filters(api, project, agent, task):
-    helper = agent_register(project=project, name="helper")[0]
-    flow = workflow_create(project=project, name="flow")[0]
-    child = task_create(
+    helper = AgentFactory(project=project, name="helper")
+    flow = WorkflowFactory(project=project, name="flow")
+    child = TaskFactory(
         project=project,
         title="Child step",
         description="needle inside",
@@ -241,7 +246,7 @@ def test_task_list_filters(api, project, agent, task):
         workflow=flow,
         session_id="s-1",
         agents=[helper],
-    )[0]
+    )
     task_transition(task=child, status=TaskStatus.RUNNING)
 
     def ids(query: str) -> set[str]:
@@ -349,7 +354,7 @@ def test_task_progress_is_set_and_bounded(api, task):
 
 
 def test_task_events_are_that_tasks_after_a_position(api, project, task):
-    other = task_create(project=project, title="Other")[0]
+    other = TaskFactory(project=project, title="Other")
     task_transition(task=task, status=TaskStatus.RUNNING)
     url = f"/api/v1/tasks/{task.pk}/events/"
     page = api.get(url).json()
@@ -502,13 +507,13 @@ def test_unsupported_methods_answer_405(api, task):
 def test_list_query_counts_do_not_grow_with_the_page(api, project, agent):
     def fill(count: int) -> None:
         for n in range(count):
-            t = task_create(
+            t = TaskFactory(
                 project=project,
                 title=f"t{n}",
                 assigned_agent=agent,
                 agents=[agent],
                 depends_on=[],
-            )[0]
+            )
             agent_register(project=project, name=f"a{n}", parent=agent)
             run_create(project=project, task=t, agent=agent)
             task_transition(task=t, status=TaskStatus.RUNNING)
