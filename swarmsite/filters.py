@@ -32,3 +32,26 @@ class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
     """The one datetime filter of the API's lists."""
 
     field_class = UTCIsoDateTimeField
+
+
+class StrictBooleanField(forms.NullBooleanField):
+    """`true` or `false` (also 1 / 0); anything else is a 400, not "no filter"."""
+
+    def to_python(self, value: Any) -> bool | None:
+        if value in (None, ""):
+            return None
+        text = str(value).strip().lower()
+        if text in ("true", "1"):
+            return True
+        if text in ("false", "0"):
+            return False
+        raise forms.ValidationError("Enter true or false.")
+
+    def validate(self, value: Any) -> None:
+        return None
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    """The one boolean filter of the API's lists."""
+
+    field_class = StrictBooleanField

@@ -15,13 +15,17 @@ MAX_PAGE_SIZE = 500
 
 
 def page_size_from(request, *, param: str = "page_size") -> int:
-    """The requested page size, clamped to MAX_PAGE_SIZE; default if invalid."""
+    """The requested page size, clamped to MAX_PAGE_SIZE; 400 if not one."""
+    if param not in request.query_params:
+        return DEFAULT_PAGE_SIZE
     try:
         return _positive_int(
             request.query_params[param], strict=True, cutoff=MAX_PAGE_SIZE
         )
-    except (KeyError, ValueError):
-        return DEFAULT_PAGE_SIZE
+    except ValueError as exc:
+        raise exceptions.ValidationError(
+            {param: [f"A whole number from 1 (at most {MAX_PAGE_SIZE} are sent)."]}
+        ) from exc
 
 
 class CreatedCursorPagination(CursorPagination):
@@ -32,6 +36,9 @@ class CreatedCursorPagination(CursorPagination):
     # Larger requested sizes are clamped to this, never refused.
     max_page_size = MAX_PAGE_SIZE
     ordering = ("-created_at", "-id")
+
+    def get_page_size(self, request) -> int:
+        return page_size_from(request, param=self.page_size_query_param)
 
     def decode_cursor(self, request):
         try:

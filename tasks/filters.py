@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Q, QuerySet
 
-from swarmsite.filters import UTCDateTimeFilter
+from swarmsite.filters import StrictBooleanFilter, UTCDateTimeFilter
 from tasks.models import (
     Agent,
     AgentRun,
@@ -41,7 +41,7 @@ class TaskFilterSet(django_filters.FilterSet):
     search = django_filters.CharFilter(method="filter_search")
     key = django_filters.CharFilter()
     # `blocked` is annotated by tasks.selectors.task_list.
-    blocked = django_filters.BooleanFilter(field_name="blocked")
+    blocked = StrictBooleanFilter(field_name="blocked")
 
     class Meta:
         model = Task

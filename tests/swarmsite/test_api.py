@@ -3,6 +3,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 from rest_framework import exceptions
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.test import APIClient, APIRequestFactory
 
@@ -231,8 +232,16 @@ def test_nested_validation_errors_are_flattened_to_dotted_names():
 
 @pytest.mark.parametrize(
     ("query", "size"),
-    [("", 50), ("page_size=10", 10), ("page_size=100000", 500), ("page_size=x", 50)],
+    [("", 50), ("page_size=10", 10), ("page_size=100000", 500)],
 )
-def test_page_size_is_clamped_never_refused(query, size):
+def test_a_large_page_size_is_clamped_never_refused(query, size):
     request = Request(APIRequestFactory().get(f"/api/v1/tasks/?{query}"))
     assert CreatedCursorPagination().get_page_size(request) == size
+
+
+@pytest.mark.parametrize("value", ["x", "0", "-5", "", "1.5"])
+def test_a_page_size_that_is_no_whole_number_is_a_400(value):
+    request = Request(APIRequestFactory().get(f"/api/v1/tasks/?page_size={value}"))
+    with pytest.raises(ValidationError) as exc:
+        CreatedCursorPagination().get_page_size(request)
+    assert "page_size" in exc.value.detail
