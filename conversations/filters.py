@@ -1,4 +1,4 @@
-"""Query-string filters of the conversation and message lists."""
+"""Query-string filters of the conversation, message and memory lists."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from django import forms
 from conversations.models import (
     Conversation,
     ConversationStatus,
+    Memory,
     Message,
     MessageRole,
 )
+from conversations.selectors import memories_tagged, messages_to, messages_unread_by
 from swarmsite.filters import UTCDateTimeFilter
 
 INT32_MAX = 2**31 - 1
@@ -45,3 +47,56 @@ class MessageFilterSet(django_filters.FilterSet):
     class Meta:
         model = Message
         fields = ["after_seq", "sender", "role"]
+
+
+class MessageFeedFilterSet(django_filters.FilterSet):
+    """Filters of the cross-conversation message list (an inbox)."""
+
+    sender = django_filters.UUIDFilter(field_name="sender_id")
+    recipient = django_filters.UUIDFilter(method="filter_recipient")
+    thread = django_filters.UUIDFilter(field_name="thread")
+    conversation = django_filters.UUIDFilter(field_name="conversation_id")
+    unread_by = django_filters.UUIDFilter(method="filter_unread_by")
+    role = django_filters.MultipleChoiceFilter(choices=MessageRole.choices)
+    created_after = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte"
+    )
+    created_before = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="lt"
+    )
+
+    class Meta:
+        model = Message
+        fields = [
+            "sender",
+            "recipient",
+            "thread",
+            "conversation",
+            "unread_by",
+            "role",
+            "created_after",
+            "created_before",
+        ]
+
+    def filter_recipient(self, queryset, name, value):
+        return messages_to(queryset, value)
+
+    def filter_unread_by(self, queryset, name, value):
+        return messages_unread_by(queryset, value)
+
+
+class MemoryFilterSet(django_filters.FilterSet):
+    """Filters of the memory list; `q` (search) is read by the view."""
+
+    agent = django_filters.UUIDFilter(field_name="agent_id")
+    namespace = django_filters.CharFilter(field_name="namespace")
+    tag = django_filters.CharFilter(method="filter_tag")
+    task = django_filters.UUIDFilter(field_name="task_id")
+    conversation = django_filters.UUIDFilter(field_name="conversation_id")
+
+    class Meta:
+        model = Memory
+        fields = ["agent", "namespace", "tag", "task", "conversation"]
+
+    def filter_tag(self, queryset, name, value):
+        return memories_tagged(queryset, value)

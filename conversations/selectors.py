@@ -176,7 +176,8 @@ def memory_get(*, project: Project, memory_id: uuid.UUID | str) -> Memory:
         raise NotFound(f"No memory {memory_id}.") from exc
 
 
-def _has_tag(memories: QuerySet[Memory], tag: str) -> QuerySet[Memory]:
+def memories_tagged(memories: QuerySet[Memory], tag: str) -> QuerySet[Memory]:
+    """Those of `memories` that carry `tag`."""
     if connection.vendor == "postgresql":
         return memories.filter(tags__contains=[tag])
     table = Memory._meta.db_table
@@ -208,7 +209,7 @@ def memory_list(
     if conversation is not None:
         memories = memories.filter(conversation_id=conversation)
     if tag is not None:
-        memories = _has_tag(memories, tag)
+        memories = memories_tagged(memories, tag)
     return memories.order_by("-created_at", "-id")
 
 

@@ -1,4 +1,5 @@
-"""API shapes of conversations and messages: explicit input and output fields."""
+"""API shapes of conversations, participants, messages and memories: explicit
+input and output fields."""
 
 from __future__ import annotations
 
@@ -6,16 +7,20 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from conversations.models import (
+    DEFAULT_NAMESPACE,
     Conversation,
     ConversationStatus,
+    Memory,
     Message,
     MessageRole,
+    Participant,
 )
 from conversations.selectors import MESSAGE_BIG_FIELDS
 from swarmsite.serializers import (
     DecimalAmountField,
     JSONValueField,
     StrictInputSerializer,
+    UTCDateTimeField,
 )
 
 INT32_MAX = 2**31 - 1
@@ -128,18 +133,34 @@ MESSAGE_LIST_FIELDS = [
     "cost",
     "latency_ms",
     "reply_to",
+    "thread",
+    "recipients",
+    "revision",
+    "revised_at",
     "created_at",
 ]
 
 
-class MessageListSerializer(serializers.ModelSerializer):
+class _MessageFields(serializers.ModelSerializer):
+    recipients = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.ListField(child=serializers.UUIDField()))
+    def get_recipients(self, message: Message) -> list[str]:
+        # Set by message_append on new messages; else prefetched links.
+        ids = getattr(message, "recipient_ids", None)
+        if ids is not None:
+            return list(ids)
+        return [str(link.agent_id) for link in message.recipient_links.all()]
+
+
+class MessageListSerializer(_MessageFields):
     class Meta:
         model = Message
         fields = MESSAGE_LIST_FIELDS
         read_only_fields = fields
 
 
-class MessageSerializer(serializers.ModelSerializer):
+class MessageSerializer(_MessageFields):
     class Meta:
         model = Message
         fields = [*MESSAGE_LIST_FIELDS, *MESSAGE_BIG_FIELDS]
@@ -153,9 +174,18 @@ def _count() -> serializers.IntegerField:
 class MessageInputSerializer(StrictInputSerializer):
     """One message to append; `seq` and the time are the server's."""
 
-    read_only_names = ("seq", "conversation", "project", "created_at")
+    read_only_names = (
+        "seq",
+        "conversation",
+        "project",
+        "created_at",
+        "thread",
+        "revision",
+        "revised_at",
+    )
 
     id = serializers.UUIDField(required=False)
+    recipients = _participants()
     role = serializers.ChoiceField(choices=MessageRole.choices)
     content = _text()
     sender = _id()
@@ -169,3 +199,128 @@ class MessageInputSerializer(StrictInputSerializer):
     latency_ms = serializers.FloatField(min_value=0, required=False, allow_null=True)
     reply_to = _id()
     metadata = JSONValueField(kind=dict, required=False)
+
+
+class MessageReviseInputSerializer(StrictInputSerializer):
+    """A message's new content; `id` names the operation."""
+
+    read_only_names = ("revision", "revised_at", "seq", "role", "sender")
+
+    id = serializers.UUIDField(required=False)
+    content = StringField(allow_blank=True, trim_whitespace=False)
+
+
+# Participants ---------------------------------------------------------------
+
+
+class ParticipantSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Participant
+        fields = [
+            "conversation",
+            "agent",
+            "role",
+            "joined_at",
+            "left_at",
+            "active",
+            "message_count",
+            "last_read_seq",
+        ]
+        read_only_fields = fields
+
+
+PARTICIPANT_READ_ONLY = (
+    "conversation",
+    "joined_at",
+    "left_at",
+    "active",
+    "message_count",
+    "last_read_seq",
+)
+
+
+class ParticipantJoinInputSerializer(StrictInputSerializer):
+    read_only_names = PARTICIPANT_READ_ONLY
+
+    agent = serializers.UUIDField()
+    role = _text(max_length=100)
+
+
+class ReadInputSerializer(StrictInputSerializer):
+    """Move `agent`'s read marker to message number `seq` (never back)."""
+
+    agent = serializers.UUIDField()
+    seq = serializers.IntegerField(min_value=0, max_value=INT32_MAX)
+
+
+# Memories -------------------------------------------------------------------
+
+MEMORY_READ_ONLY = ("version", "created_at", "updated_at", "score", "project")
+
+
+class MemorySerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="uuid", read_only=True)
+
+    class Meta:
+        model = Memory
+        fields = [
+            "id",
+            "agent",
+            "namespace",
+            "key",
+            "content",
+            "tags",
+            "metadata",
+            "task",
+            "conversation",
+            "expires_at",
+            "version",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class MemorySearchResultSerializer(MemorySerializer):
+    """A search hit: the memory and its relevance (higher is better)."""
+
+    score = serializers.FloatField(read_only=True)
+
+    class Meta(MemorySerializer.Meta):
+        fields = [*MemorySerializer.Meta.fields, "score"]
+        read_only_fields = fields
+
+
+def _tags() -> serializers.ListField:
+    return serializers.ListField(
+        child=StringField(max_length=100, allow_blank=False),
+        max_length=100,
+        required=False,
+    )
+
+
+class MemoryUpdateInputSerializer(StrictInputSerializer):
+    """What PATCH may change; `id` names the operation."""
+
+    read_only_names = (*MEMORY_READ_ONLY, "agent", "namespace", "key")
+
+    id = serializers.UUIDField(required=False)
+    content = StringField(required=False, allow_blank=True, trim_whitespace=False)
+    tags = _tags()
+    metadata = JSONValueField(kind=dict, required=False)
+    task = _id()
+    conversation = _id()
+    expires_at = UTCDateTimeField(required=False, allow_null=True)
+
+
+class MemoryInputSerializer(MemoryUpdateInputSerializer):
+    """A memory to write; with `key`, the entry of agent + namespace + key."""
+
+    read_only_names = MEMORY_READ_ONLY
+
+    content = StringField(allow_blank=True, trim_whitespace=False)
+    agent = _id()
+    namespace = StringField(
+        max_length=200, required=False, default=DEFAULT_NAMESPACE, trim_whitespace=False
+    )
+    key = _text(max_length=500)

@@ -1,4 +1,4 @@
-"""Routes of the conversation and message API, under /api/v1/."""
+"""Routes of the conversation, message and memory API, under /api/v1/."""
 
 from rest_framework.routers import SimpleRouter
 
@@ -10,5 +10,7 @@ app_name = "conversations"
 router = SimpleRouter()
 router.trailing_slash = "/?"
 router.register("conversations", views.ConversationViewSet, basename="conversation")
+router.register("messages", views.MessageViewSet, basename="message")
+router.register("memories", views.MemoryViewSet, basename="memory")
 
 urlpatterns = router.urls

@@ -1,7 +1,10 @@
-"""HTTP API of conversations and messages: validate, call a service, render."""
+"""HTTP API of conversations, participants, messages and memories: validate,
+call a service, render."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -17,34 +20,67 @@ from drf_spectacular.utils import (
 from rest_framework import exceptions, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from conversations.filters import ConversationFilterSet, MessageFilterSet
-from conversations.models import Conversation, Message
+from conversations.filters import (
+    ConversationFilterSet,
+    MemoryFilterSet,
+    MessageFeedFilterSet,
+    MessageFilterSet,
+)
+from conversations.models import Conversation, Memory, Message
 from conversations.selectors import (
+    MAX_SEARCH_RESULTS,
     conversation_detail,
     conversation_get,
     conversation_list,
+    memory_get,
+    memory_list,
+    memory_search,
+    message_feed,
+    message_get,
     message_page_queryset,
+    participant_list,
 )
 from conversations.serializers import (
     ConversationCreateInputSerializer,
     ConversationSerializer,
     ConversationUpdateInputSerializer,
+    MemoryInputSerializer,
+    MemorySearchResultSerializer,
+    MemorySerializer,
+    MemoryUpdateInputSerializer,
     MessageInputSerializer,
     MessageListSerializer,
+    MessageReviseInputSerializer,
     MessageSerializer,
+    ParticipantJoinInputSerializer,
+    ParticipantSerializer,
+    ReadInputSerializer,
 )
 from conversations.services import (
     MAX_MESSAGES_PER_APPEND,
     conversation_create,
     conversation_update,
+    memory_delete,
+    memory_put,
+    memory_update,
     message_append,
+    message_revise,
+    participant_join,
+    participant_leave,
+    participant_read,
 )
 from swarmsite import errors
 from swarmsite.exceptions import RequestTooLarge
-from swarmsite.pagination import SeqCursorPagination
+from swarmsite.pagination import (
+    CreatedCursorPagination,
+    SeqCursorPagination,
+    page_size_from,
+)
 from swarmsite.permissions import ProjectScopedMixin
 from swarmsite.serializers import created_status, validated
+from swarmsite.validation import parse_uuid
 
 # The service names a bad item `messages[2].role`; the API says `2.role`,
 # as DRF's own list errors are flattened.
@@ -56,6 +92,26 @@ FIELDS_PARAMETER = OpenApiParameter(
     enum=["full"],
     description="`full` adds `content`, `tool_calls` and `metadata` to each message.",
 )
+
+
+class ParticipantPagination(CreatedCursorPagination):
+    """A conversation's participants in the order they first joined."""
+
+    ordering = ("id",)
+
+
+class FeedPagination(CreatedCursorPagination):
+    """Messages across conversations in creation order, oldest first."""
+
+    ordering = ("created_at", "id")
+
+
+def _path_uuid(value: str, what: str):
+    """A UUID from the URL path; anything else is not found."""
+    try:
+        return parse_uuid(value)
+    except errors.ValidationError as exc:
+        raise errors.NotFound(f"No {what} {value}.") from exc
 
 
 def message_batch_limit() -> int:
@@ -131,7 +187,8 @@ class ConversationViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
 
     serializer_class = ConversationSerializer
     filterset_class = ConversationFilterSet
-    http_method_names = ["get", "post", "patch", "head", "options"]
+    # DELETE only for a participant (leave): conversations are not deleted.
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -242,3 +299,274 @@ class ConversationViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         if many:
             return Response(MessageSerializer(messages, many=True).data, status=status)
         return Response(MessageSerializer(messages[0]).data, status=status)
+
+    @extend_schema(
+        methods=["GET"],
+        summary="List a conversation's participants, former ones included",
+        responses=ParticipantSerializer(many=True),
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary="Add an agent to a conversation (a former participant rejoins)",
+        request=ParticipantJoinInputSerializer,
+        responses={
+            201: ParticipantSerializer,
+            200: OpenApiResponse(
+                ParticipantSerializer,
+                description="The agent was a participant already, or rejoined.",
+            ),
+        },
+    )
+    @action(
+        detail=True,
+        methods=["get", "post"],
+        pagination_class=ParticipantPagination,
+        filterset_class=None,
+    )
+    def participants(self, request, pk=None):
+        conversation = conversation_get(project=self.project, conversation_id=pk)
+        if request.method == "POST":
+            data = validated(ParticipantJoinInputSerializer, request.data)
+            link, created = participant_join(
+                conversation=conversation, actor=self.actor, **data
+            )
+            return Response(
+                ParticipantSerializer(link).data, status=created_status(created)
+            )
+        page = self.paginate_queryset(participant_list(conversation=conversation))
+        return self.get_paginated_response(ParticipantSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Make an agent leave a conversation; its history is kept",
+        request=None,
+        responses=ParticipantSerializer,
+    )
+    @action(
+        detail=True,
+        methods=["delete"],
+        url_path=r"participants/(?P<agent_id>[^/]+)",
+        filterset_class=None,
+    )
+    def participant_leave(self, request, pk=None, agent_id=None):
+        conversation = conversation_get(project=self.project, conversation_id=pk)
+        link = participant_leave(
+            conversation=conversation,
+            agent=_path_uuid(agent_id, "participant"),
+            actor=self.actor,
+        )
+        return Response(ParticipantSerializer(link).data)
+
+    @extend_schema(
+        summary="Move an agent's read marker forward (never back)",
+        request=ReadInputSerializer,
+        responses=ParticipantSerializer,
+    )
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def read(self, request, pk=None):
+        data = validated(ReadInputSerializer, request.data)
+        conversation = conversation_get(project=self.project, conversation_id=pk)
+        link = participant_read(conversation=conversation, actor=self.actor, **data)
+        return Response(ParticipantSerializer(link).data)
+
+    @extend_schema(
+        summary="Revise a message's content; the earlier text stays in the events",
+        description=(
+            "The message shows the new content, `revision` + 1 and `revised_at`; "
+            "the event `message.revised` keeps the previous content. An `id` "
+            "names the operation: repeating it changes nothing."
+        ),
+        request=MessageReviseInputSerializer,
+        responses=MessageSerializer,
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path=r"messages/(?P<message_id>[^/]+)/revise",
+        filterset_class=None,
+    )
+    def revise(self, request, pk=None, message_id=None):
+        data = validated(MessageReviseInputSerializer, request.data)
+        conversation = conversation_get(project=self.project, conversation_id=pk)
+        message = message_get(
+            conversation=conversation, message_id=_path_uuid(message_id, "message")
+        )
+        message = message_revise(
+            message=message,
+            content=data["content"],
+            operation_id=data.get("id"),
+            actor=self.actor,
+        )
+        stored = message_page_queryset(conversation=conversation).get(pk=message.pk)
+        return Response(MessageSerializer(stored).data)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List messages across conversations in creation order",
+        description=(
+            "Filters: `sender`, `recipient`, `thread`, `conversation`, "
+            "`unread_by` (an agent: messages addressed to it after its read "
+            "marker in their conversation), `role`, `created_after`, "
+            "`created_before`. Leaves out `content`, `tool_calls` and "
+            "`metadata` unless `fields=full`."
+        ),
+        parameters=[FIELDS_PARAMETER],
+        responses=MessageListSerializer(many=True),
+    ),
+    retrieve=extend_schema(summary="Get a message", responses=MessageSerializer),
+)
+class MessageViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """The project's messages across conversations: inboxes and threads."""
+
+    serializer_class = MessageListSerializer
+    filterset_class = MessageFeedFilterSet
+    pagination_class = FeedPagination
+
+    def _full(self) -> bool:
+        value = self.request.query_params.get("fields", "")
+        if value not in ("", "full"):
+            raise exceptions.ValidationError({"fields": ["Only 'full' is accepted."]})
+        return value == "full" or self.action == "retrieve"
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Message.objects.none()
+        return message_feed(project=self.project, full=self._full())
+
+    def get_serializer_class(self):
+        return MessageSerializer if self._full() else MessageListSerializer
+
+    def get_object(self) -> Message:
+        pk = _path_uuid(self.kwargs["pk"], "message")
+        try:
+            return self.get_queryset().get(pk=pk)
+        except Message.DoesNotExist as exc:
+            raise errors.NotFound(f"No message {pk}.") from exc
+
+
+SEARCH_PARAMETER = OpenApiParameter(
+    "q",
+    OpenApiTypes.STR,
+    description=(
+        "Words to search for: memories matching any of them, most relevant "
+        "first, each with its `score`. Without `q`, newest first."
+    ),
+)
+
+
+def _search_offset(request) -> int:
+    raw = request.query_params.get("cursor")
+    if not raw:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(raw.encode()).decode()
+        key, _, value = text.partition("=")
+        offset = int(value)
+        if key != "o" or not 0 <= offset < MAX_SEARCH_RESULTS:
+            raise ValueError(text)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from exc
+    return offset
+
+
+def _search_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o={offset}".encode()).decode()
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List or search memories",
+        description=(
+            "With `q`, full-text search ranked by relevance (at most "
+            f"{MAX_SEARCH_RESULTS} results, paged); without it, newest first. "
+            "Expired memories are never returned."
+        ),
+        parameters=[SEARCH_PARAMETER],
+        responses=MemorySearchResultSerializer(many=True),
+    ),
+    retrieve=extend_schema(summary="Get a memory"),
+    create=extend_schema(
+        summary="Write a memory (with `key`: create or update that entry)",
+        request=MemoryInputSerializer,
+        responses={
+            201: MemorySerializer,
+            200: OpenApiResponse(
+                MemorySerializer,
+                description="Updated, or identical to what is stored.",
+            ),
+        },
+    ),
+    partial_update=extend_schema(
+        summary="Change a memory's content, tags, metadata, links or expiry",
+        request=MemoryUpdateInputSerializer,
+        responses=MemorySerializer,
+    ),
+    destroy=extend_schema(summary="Delete a memory", responses={204: None}),
+)
+class MemoryViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
+    """Memories of the caller's project: put, get, search, change, delete."""
+
+    serializer_class = MemorySerializer
+    filterset_class = MemoryFilterSet
+    pagination_class = CreatedCursorPagination
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Memory.objects.none()
+        return memory_list(project=self.project)
+
+    def get_object(self) -> Memory:
+        return memory_get(
+            project=self.project, memory_id=_path_uuid(self.kwargs["pk"], "memory")
+        )
+
+    def list(self, request, *args, **kwargs):
+        text = request.query_params.get("q")
+        if text is None:
+            return super().list(request, *args, **kwargs)
+        memories = self.filter_queryset(self.get_queryset())
+        offset = _search_offset(request)
+        limit = page_size_from(request)
+        page = memory_search(memories=memories, text=text, offset=offset, limit=limit)
+        url = request.build_absolute_uri()
+        next_url = (
+            replace_query_param(url, "cursor", _search_cursor(offset + limit))
+            if page.more
+            else None
+        )
+        previous_url = None
+        if offset > 0:
+            previous_url = (
+                replace_query_param(url, "cursor", _search_cursor(offset - limit))
+                if offset - limit > 0
+                else remove_query_param(url, "cursor")
+            )
+        return Response(
+            {
+                "next": next_url,
+                "previous": previous_url,
+                "results": MemorySearchResultSerializer(page.results, many=True).data,
+            }
+        )
+
+    def create(self, request, *args, **kwargs):
+        data = validated(MemoryInputSerializer, request.data)
+        if "id" in data:
+            data["memory_id"] = data.pop("id")
+        memory, created = memory_put(project=self.project, actor=self.actor, **data)
+        return Response(MemorySerializer(memory).data, status=created_status(created))
+
+    def partial_update(self, request, *args, **kwargs):
+        data = validated(MemoryUpdateInputSerializer, request.data)
+        memory = memory_update(
+            memory=self.get_object(),
+            operation_id=data.pop("id", None),
+            actor=self.actor,
+            **data,
+        )
+        return Response(MemorySerializer(memory).data)
+
+    def destroy(self, request, *args, **kwargs):
+        memory_delete(memory=self.get_object(), actor=self.actor)
+        return Response(status=204)
