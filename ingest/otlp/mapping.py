@@ -31,7 +31,6 @@ GENAI_LLM_OPS = frozenset({"chat", "text_completion", "generate_content"})
 GENAI_TOOL_OPS = frozenset({"execute_tool"})
 
 EVENT_KIND = "otel.span"
-PLACEHOLDER = frozenset({"idempotency_conflict"})
 TOOL_ACTION = "tool.invoke"
 
 INT32_MAX = 2**31 - 1
@@ -515,9 +514,6 @@ class Plan:
 
     items: list[dict[str, Any]] = field(default_factory=list)
     owners: list[tuple[int, ...]] = field(default_factory=list)
-    # Item index -> error codes that do not refuse its spans: a placeholder
-    # (a trace's task, a conversation) stored with another body is there.
-    tolerated: dict[int, frozenset[str]] = field(default_factory=dict)
     # Agent names this plan registers, with the id it assumed for each.
     agent_ids: dict[str, str] = field(default_factory=dict)
 
@@ -526,11 +522,7 @@ class Plan:
         type_: str,
         data: dict[str, Any],
         owners: Iterable[int],
-        *,
-        tolerate: frozenset[str] = frozenset(),
     ) -> None:
-        if tolerate:
-            self.tolerated[len(self.items)] = tolerate
         self.items.append({"type": type_, "data": data})
         self.owners.append(tuple(owners))
 
@@ -653,7 +645,6 @@ def map_spans(
                     "metadata": {"otel": {"trace_id": trace}},
                 },
                 members,
-                tolerate=PLACEHOLDER,
             )
     for trace, members in by_trace.items():
         root = roots.get(trace)
@@ -699,7 +690,7 @@ def map_spans(
                 "task": tasks[span.trace_id],
                 "metadata": {"otel": {"trace_id": span.trace_id}},
             }
-        plan.add("conversation", data, members, tolerate=PLACEHOLDER)
+        plan.add("conversation", data, members)
 
     # Agent spans: a run of the trace's task, in its final state.
     for i in order:

@@ -22,6 +22,8 @@ from tasks.models import Agent, Task
 # Once more when a concurrent request registered one of our agent names under
 # another id between our read and our write.
 MAX_ATTEMPTS = 2
+# Error codes that mean "already written by an earlier export".
+STORED = frozenset({"idempotency_conflict"})
 
 
 @dataclass
@@ -63,14 +65,22 @@ def otlp_spans_write(
     """Write the spans of one export into `project`; spans refused are counted.
 
     A span is refused when it has unusable ids, or when an item it maps to
-    is refused by ingest (for instance a reserved kind). An item that finds
-    its id stored with another body is not a refusal when it is a
-    placeholder (a trace's task whose title the root span has set since).
+    is refused by ingest (for instance a reserved kind). An item whose
+    derived id is stored with another body is not a refusal: an earlier
+    export of the same spans wrote it (a trace's task the root has renamed
+    since, a message whose sender was unknown in its first export), and the
+    first write stands. A span repeated in one export is written once.
     """
     refused: dict[int, str] = {
         i: f"span {i}: {s.invalid}" for i, s in enumerate(spans) if s.invalid
     }
-    index = [i for i, s in enumerate(spans) if not s.invalid]
+    seen: set[tuple[str, str]] = set()
+    index = []
+    for i, span in enumerate(spans):
+        key = (span.trace_id, span.span_id)
+        if not span.invalid and key not in seen:
+            seen.add(key)
+            index.append(i)
     valid = [spans[i] for i in index]
     ids = mapping.Ids(project.pk)
     plan = mapping.Plan()
@@ -110,7 +120,7 @@ def otlp_spans_write(
             continue
         error = result.error
         code = getattr(error, "code", "error")
-        if code in plan.tolerated.get(result.index, ()):
+        if code in STORED:
             continue
         item = plan.items[result.index]
         reason = (

@@ -416,3 +416,17 @@ def test_bodies_over_the_limit_get_413_before_and_after_decompression(otlp, sett
     )
     assert response.status_code == 413
     assert not Event.objects.filter(kind="otel.span").exists()
+
+
+def test_a_span_repeated_or_regrouped_in_later_exports_is_not_refused(otlp, project):
+    _, spans = builder.three_agent_trace()
+    chat = spans[2]
+    # Twice in one export: written once.
+    assert partial(post(otlp, builder.request(chat, chat))).ByteSize() == 0
+    assert Message.objects.filter(project=project, role="assistant").count() == 1
+    # Regrouped with its agent: the message first written without a sender
+    # keeps its first form, and nothing is reported refused.
+    assert partial(post(otlp, builder.request(*spans))).ByteSize() == 0
+    reply = Message.objects.get(project=project, role="assistant")
+    assert reply.sender is None
+    assert AgentRun.objects.filter(project=project).count() == 3
