@@ -359,6 +359,12 @@ def service_error_text(error: ServiceError) -> str:
     )
 
 
+def changed_fields(form, allowed) -> dict[str, Any]:
+    """The form's changed values that an update service accepts."""
+    fields = {name: form.cleaned_data[name] for name in form.changed_data}
+    return {name: value for name, value in fields.items() if name in allowed}
+
+
 class ServiceAdminMixin:
     """Saves through a service, called by `service_save` with form and inlines.
 

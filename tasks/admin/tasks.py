@@ -1,4 +1,4 @@
-"""Admin of agents, workflows, tasks and runs; writes go through tasks.services."""
+"""Admin of tasks and their dependencies; writes go through tasks.services."""
 
 import json
 
@@ -14,41 +14,25 @@ from swarmsite.admin_utils import (
     LargeTableAdminMixin,
     OfferedInlinesMixin,
     PrettyJSONMixin,
-    ReadOnlyAdminMixin,
     ReadOnlyTabularInline,
     ServiceAdminMixin,
     UUIDSearchMixin,
     admin_actor,
     admin_link,
+    changed_fields,
     changelist_link,
     run_service_action,
     truncate,
 )
-from swarmsite.errors import ValidationError
-from tasks.models import (
-    Agent,
-    AgentHeartbeat,
-    AgentRun,
-    Task,
-    TaskDependency,
-    TaskStatus,
-    Workflow,
-)
+from tasks.models import AgentRun, Task, TaskDependency, TaskStatus
 from tasks.services import (
-    AGENT_UPDATABLE_FIELDS,
-    RUN_UPDATABLE_FIELDS,
     TASK_UPDATABLE_FIELDS,
-    agent_register,
-    agent_update,
-    run_create,
-    run_update,
     task_create,
     task_dependency_add,
     task_dependency_remove,
     task_retry,
     task_transition,
     task_update,
-    workflow_create,
 )
 
 # Columns of a task that lists never show; also deferred behind select_related.
@@ -74,201 +58,6 @@ TASK_MAIN_FIELDS = (
     "agents",
 )
 TASK_DATA_FIELDS = ("input", "metadata", "files_touched")
-
-
-def _changed(form, allowed) -> dict:
-    """The form's changed values that the update service accepts."""
-    fields = {name: form.cleaned_data[name] for name in form.changed_data}
-    return {name: value for name, value in fields.items() if name in allowed}
-
-
-# Agents -------------------------------------------------------------------
-
-
-class HeartbeatInline(ReadOnlyTabularInline):
-    """The latest heartbeats of an agent."""
-
-    model = AgentHeartbeat
-    fields = ("status", "created_at", "short_details")
-    ordering = ("-id",)
-    verbose_name_plural = "latest heartbeats"
-    show_change_link = True
-
-    @admin.display(description="details")
-    def short_details(self, obj: AgentHeartbeat) -> str:
-        return truncate(json.dumps(obj.details, default=str), 120)
-
-
-@admin.register(Agent)
-class AgentAdmin(ServiceAdminMixin, UUIDSearchMixin, admin.ModelAdmin):
-    """Agents: registered through agent_register, changed through agent_update."""
-
-    formfield_overrides = JSON_FORMFIELD_OVERRIDES
-    list_display = (
-        "name",
-        "project",
-        "role",
-        "model",
-        "status",
-        "parent",
-        "last_heartbeat_at",
-        "created_at",
-    )
-    list_select_related = ("project", "parent")
-    list_filter = ("status", "project", "role")
-    search_fields = ("name", "role", "model")
-    uuid_search_fields = ("id", "parent")
-    date_hierarchy = "created_at"
-    ordering = ("name",)
-    autocomplete_fields = ("project", "parent")
-    inlines = (HeartbeatInline,)
-    add_fields = (
-        "project",
-        "name",
-        "role",
-        "model",
-        "parent",
-        "capabilities",
-        "config",
-        "metadata",
-    )
-    change_fields = (
-        "id",
-        "project",
-        "name",
-        "role",
-        "model",
-        "parent",
-        "status",
-        "capabilities",
-        "config",
-        "metadata",
-        "last_heartbeat_at",
-        "created_at",
-        "updated_at",
-    )
-    change_readonly_fields = (
-        "id",
-        "project",
-        "last_heartbeat_at",
-        "created_at",
-        "updated_at",
-    )
-
-    def get_fields(self, request, obj=None):
-        return self.add_fields if obj is None else self.change_fields
-
-    def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else self.change_readonly_fields
-
-    def get_inlines(self, request, obj):
-        return self.inlines if obj is not None else ()
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def service_save(self, request, form, formsets, change):
-        actor = admin_actor(request)
-        data = form.cleaned_data
-        if change:
-            agent = Agent.objects.select_related("project").get(pk=form.instance.pk)
-            fields = _changed(form, AGENT_UPDATABLE_FIELDS)
-            return agent_update(agent=agent, actor=actor, **fields) if fields else agent
-        agent, created = agent_register(
-            project=data["project"],
-            name=data["name"],
-            role=data["role"],
-            model=data["model"],
-            parent=data["parent"],
-            capabilities=data["capabilities"],
-            config=data["config"],
-            metadata=data["metadata"],
-            agent_id=form.instance.pk,
-            actor=actor,
-        )
-        if not created:
-            raise ValidationError({"name": f"An agent named {agent.name} exists."})
-        return agent
-
-
-@admin.register(AgentHeartbeat)
-class AgentHeartbeatAdmin(
-    PrettyJSONMixin,
-    ReadOnlyAdminMixin,
-    LargeTableAdminMixin,
-    UUIDSearchMixin,
-    admin.ModelAdmin,
-):
-    """Agent health reports, newest first; recorded by agent_heartbeat only."""
-
-    json_fields = ("details",)
-    list_display = ("id", "agent", "status", "project", "created_at")
-    list_select_related = ("agent", "project")
-    list_filter = ("status", ("created_at", admin.DateFieldListFilter), "project")
-    search_fields = ("agent__name",)
-    uuid_search_fields = ("agent",)
-    ordering = ("-id",)
-    sortable_by = ("id",)
-    changelist_defer = ("details",)
-    fields = ("id", "project", "agent", "status", "details_json", "created_at")
-
-
-# Workflows ----------------------------------------------------------------
-
-
-@admin.register(Workflow)
-class WorkflowAdmin(ServiceAdminMixin, UUIDSearchMixin, admin.ModelAdmin):
-    """Workflows: created through workflow_create, not edited here."""
-
-    formfield_overrides = JSON_FORMFIELD_OVERRIDES
-    list_display = ("name", "project", "created_at")
-    list_select_related = ("project",)
-    list_filter = ("project",)
-    search_fields = ("name",)
-    date_hierarchy = "created_at"
-    ordering = ("name",)
-    autocomplete_fields = ("project",)
-    fields = ("project", "name", "description", "metadata")
-
-    def get_fields(self, request, obj=None):
-        if obj is None:
-            return self.fields
-        return ("id", *self.fields, "tasks_link", "created_at", "updated_at")
-
-    def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else ("id", "tasks_link", "created_at", "updated_at")
-
-    # No workflow_update service yet: a workflow cannot be changed here.
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    @admin.display(description="tasks")
-    def tasks_link(self, obj: Workflow) -> str:
-        return changelist_link(
-            "admin:tasks_task_changelist",
-            "Tasks of this workflow",
-            workflow__id__exact=obj.pk,
-        )
-
-    def service_save(self, request, form, formsets, change):
-        data = form.cleaned_data
-        workflow, created = workflow_create(
-            project=data["project"],
-            name=data["name"],
-            description=data["description"],
-            metadata=data["metadata"],
-            workflow_id=form.instance.pk,
-            actor=admin_actor(request),
-        )
-        if not created:
-            raise ValidationError({"name": f"A workflow named {workflow} exists."})
-        return workflow
-
-
-# Tasks --------------------------------------------------------------------
 
 
 class DependencyInline(admin.TabularInline):
@@ -553,7 +342,7 @@ class TaskAdmin(
             )
             return task
         task = Task.objects.select_related("project").get(pk=form.instance.pk)
-        fields = _changed(form, TASK_UPDATABLE_FIELDS)
+        fields = changed_fields(form, TASK_UPDATABLE_FIELDS)
         if "agents" in fields:
             fields["agents"] = list(fields["agents"])
         if fields:
@@ -648,102 +437,3 @@ class TaskDependencyAdmin(
     def delete_queryset(self, request, queryset) -> None:
         for edge in queryset.select_related("task__project"):
             self.delete_model(request, edge)
-
-
-@admin.register(AgentRun)
-class AgentRunAdmin(
-    ServiceAdminMixin, LargeTableAdminMixin, UUIDSearchMixin, admin.ModelAdmin
-):
-    """Agent runs: started through run_create, reported through run_update."""
-
-    formfield_overrides = JSON_FORMFIELD_OVERRIDES
-    list_display = (
-        "id",
-        "task",
-        "agent",
-        "status",
-        "model",
-        "started_at",
-        "ended_at",
-        "prompt_tokens",
-        "completion_tokens",
-        "cost",
-        "project",
-    )
-    list_select_related = ("task", "agent", "project")
-    list_filter = ("status", ("created_at", admin.DateFieldListFilter), "project")
-    search_fields = ("=model",)
-    uuid_search_fields = ("id", "task", "agent")
-    ordering = ("-created_at",)
-    sortable_by = ("created_at",)
-    autocomplete_fields = ("project", "task", "agent")
-    add_fields = (
-        "project",
-        "task",
-        "agent",
-        "status",
-        "model",
-        "started_at",
-        "output_summary",
-        "prompt_tokens",
-        "completion_tokens",
-        "cached_tokens",
-        "cost",
-        "error",
-        "metadata",
-    )
-    change_readonly_fields = (
-        "id",
-        "project",
-        "task",
-        "agent",
-        "started_at",
-        "ended_at",
-        "created_at",
-        "updated_at",
-    )
-
-    def get_fields(self, request, obj=None):
-        if obj is None:
-            return self.add_fields
-        return ("id", *self.add_fields, "ended_at", "created_at", "updated_at")
-
-    def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else self.change_readonly_fields
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def changelist_queryset(self, qs):
-        return qs.defer(
-            "output_summary",
-            "error",
-            "metadata",
-            *(f"task__{f}" for f in TASK_BIG_FIELDS),
-        )
-
-    def service_save(self, request, form, formsets, change):
-        actor = admin_actor(request)
-        data = form.cleaned_data
-        if change:
-            run = AgentRun.objects.get(pk=form.instance.pk)
-            fields = _changed(form, RUN_UPDATABLE_FIELDS)
-            return run_update(run=run, actor=actor, **fields) if fields else run
-        run, _ = run_create(
-            project=data["project"],
-            task=data["task"],
-            agent=data["agent"],
-            run_id=form.instance.pk,
-            status=data["status"],
-            output_summary=data["output_summary"],
-            model=data["model"],
-            prompt_tokens=data["prompt_tokens"],
-            completion_tokens=data["completion_tokens"],
-            cached_tokens=data["cached_tokens"],
-            cost=data["cost"],
-            error=data["error"],
-            metadata=data["metadata"],
-            started_at=data["started_at"],
-            actor=actor,
-        )
-        return run
