@@ -4,17 +4,25 @@
 picture. Each page loads one JSON snapshot (`.../snapshot/`), then follows
 the event stream after the snapshot's position and patches itself. The
 pages hold no rules: the snapshots come from `reports.swarm_selectors`.
+
+The JSON views are async and read on threads of their own: under daphne
+every sync view of a process shares one thread, and a page must not wait
+behind the static files it loads or the API writes of a busy swarm.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
-from functools import wraps
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import close_old_connections
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -42,26 +50,59 @@ def _error(status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "message": message}}, status=status)
 
 
-def staff_json(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
-    """Staff only, answered in the API's error shape instead of a redirect."""
+_readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="swarm-read")
 
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs) -> JsonResponse:
-        user = request.user
+
+class BadQuery(Exception):
+    """A query parameter a JSON view cannot use: answered with a 400."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.response = JsonResponse(
+            {
+                "error": {
+                    "code": "invalid",
+                    "message": f"{field}: {message}",
+                    "fields": {field: [message]},
+                }
+            },
+            status=400,
+        )
+
+
+def staff_json(read: Callable[..., dict]) -> Callable[..., Any]:
+    """An async JSON view of `read(request, ...)`, for staff only.
+
+    Other users get the API's error shape, not a redirect. `read` and the
+    JSON encoding run on a reader thread, whose connection is closed after
+    each call (handed back to the pool on PostgreSQL).
+    """
+
+    def run(request: HttpRequest, *args, **kwargs) -> JsonResponse:
+        close_old_connections()
+        try:
+            return JsonResponse(
+                read(request, *args, **kwargs), encoder=DjangoJSONEncoder
+            )
+        except NotFound as exc:
+            return _error(404, "not_found", str(exc))
+        except BadQuery as exc:
+            return exc.response
+        finally:
+            close_old_connections()
+
+    reader = sync_to_async(run, thread_sensitive=False, executor=_readers)
+
+    @functools.wraps(read)
+    async def view(request: HttpRequest, *args, **kwargs) -> JsonResponse:
+        user = await request.auser()
         if not user.is_authenticated:
             return _error(401, "not_authenticated", "Log in to the admin first.")
         if not (user.is_active and user.is_staff):
             return _error(403, "permission_denied", "Staff members only.")
-        try:
-            return view(request, *args, **kwargs)
-        except NotFound as exc:
-            return _error(404, "not_found", str(exc))
+        return await reader(request, *args, **kwargs)
 
-    return wrapped
-
-
-def _json(data: dict) -> JsonResponse:
-    return JsonResponse(data, encoder=DjangoJSONEncoder)
+    return view
 
 
 def _project_or_404(request: HttpRequest) -> Project:
@@ -130,25 +171,26 @@ def swarm_task_page(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
 @gzip_page
 @require_GET
 @staff_json
-def swarm_board_snapshot(request: HttpRequest) -> JsonResponse:
+def swarm_board_snapshot(request: HttpRequest) -> dict:
     """The board's data: `reports.swarm_selectors.swarm_board`."""
     project = swarm_project(slug=request.GET.get("project"))
-    return _json(swarm_board(project=project))
+    return swarm_board(project=project)
 
 
 @never_cache
 @gzip_page
 @require_GET
 @staff_json
-def swarm_task_snapshot_data(request: HttpRequest, task_id: uuid.UUID) -> JsonResponse:
+def swarm_task_snapshot_data(request: HttpRequest, task_id: uuid.UUID) -> dict:
     """One task's picture: `reports.swarm_selectors.swarm_task_snapshot`."""
-    return _json(swarm_task_snapshot(task_id=task_id))
+    return swarm_task_snapshot(task_id=task_id)
 
 
 @never_cache
+@gzip_page
 @require_GET
 @staff_json
-def swarm_feed(request: HttpRequest) -> JsonResponse:
+def swarm_feed(request: HttpRequest) -> dict:
     """`?project=&after=`: the events a staff session cannot stream."""
     project = swarm_project(slug=request.GET.get("project"))
     try:
@@ -156,14 +198,5 @@ def swarm_feed(request: HttpRequest) -> JsonResponse:
     except ValueError:
         after = -1
     if after < 0:
-        return JsonResponse(
-            {
-                "error": {
-                    "code": "invalid",
-                    "message": "after: must be a position, 0 or more.",
-                    "fields": {"after": ["Must be a position, 0 or more."]},
-                }
-            },
-            status=400,
-        )
-    return _json(swarm_event_feed(project=project, after=after))
+        raise BadQuery("after", "Must be a position, 0 or more.")
+    return swarm_event_feed(project=project, after=after)

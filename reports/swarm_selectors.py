@@ -104,6 +104,15 @@ AGENT_FIELDS = (
     "parent_id",
     "last_heartbeat_at",
 )
+# The stored roll-ups of an agent, shown on the board (never summed on read).
+AGENT_ROLLUPS = (
+    "tasks_completed",
+    "tasks_failed",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "last_active_at",
+)
 
 
 # Projects ----------------------------------------------------------------------
@@ -258,10 +267,10 @@ def swarm_board(*, project: Project) -> dict[str, Any]:
     for root in roots:
         root["subtasks"] = by_root[root["id"]]
     agents = [
-        _agent_row(a)
+        _agent_row(a) | {name: a[name] for name in AGENT_ROLLUPS}
         for a in Agent.objects.filter(project=project)
         .order_by("name")
-        .values(*AGENT_FIELDS)[:MAX_AGENTS]
+        .values(*AGENT_FIELDS, *AGENT_ROLLUPS)[:MAX_AGENTS]
     ]
     return {
         "project": {"slug": project.slug, "name": project.name},

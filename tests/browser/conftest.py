@@ -9,6 +9,7 @@ time spent in CI.
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -123,3 +124,13 @@ def staff_page(browser, login_state) -> Iterator[tuple[object, JsErrors]]:
         yield page, errors
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """Where the tests save what the pages looked like: `SWARM_SCREENSHOTS`
+    or a temporary folder; the tests print it."""
+    folder = os.environ.get("SWARM_SCREENSHOTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("swarm-screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

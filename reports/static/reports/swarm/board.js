@@ -81,6 +81,9 @@
           h("td", { class: "mono" }, agent.model || ""),
           h("td", null, agent.parent ? names[agent.parent] || "" : ""),
           h("td", { class: "agent-status" }, h("span", { class: "pill ag-" + agent.status }, agent.status)),
+          h("td", { class: "num" }, S.int(agent.tasks_completed) + (agent.tasks_failed ? " / " + S.int(agent.tasks_failed) + " failed" : "")),
+          h("td", { class: "num" }, S.tokens((agent.prompt_tokens || 0) + (agent.completion_tokens || 0))),
+          h("td", { class: "num" }, S.cost(agent.cost)),
           h("td", { class: "heartbeat", "data-at": agent.last_heartbeat_at || "" }, S.ago(agent.last_heartbeat_at)),
           h("td", null, task ? h("a", { href: taskUrl(task.id) }, S.clip(task.title, 60)) : h("span", { class: "muted" }, "—"))
         )
@@ -89,7 +92,9 @@
     return h(
       "table",
       { class: "swarm-table", id: "agents" },
-      h("thead", null, h("tr", null, ["Agent", "Role", "Model", "Reports to", "State", "Last heartbeat", "Working on"].map(function (t) { return h("th", null, t); }))),
+      h("thead", null, h("tr", null, ["Agent", "Role", "Model", "Reports to", "State", "Tasks done", "Tokens", "Cost", "Last heartbeat", "Working on"].map(function (t) {
+        return h("th", { class: ["Tasks done", "Tokens", "Cost"].indexOf(t) >= 0 ? "num" : null }, t);
+      }))),
       body
     );
   }

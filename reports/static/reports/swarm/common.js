@@ -125,39 +125,41 @@
     return { bar: bar, legend: legend, total: total };
   };
 
-  /** One readable line for an event: what happened, not its raw JSON. */
-  Swarm.summary = function (event, names) {
+  /**
+   * One readable line for an event: what happened, not its raw JSON. The
+   * task it concerns is shown beside it, so task events do not repeat it.
+   * `names` maps agent and task ids to names; `root` is the page's task.
+   */
+  Swarm.summary = function (event, names, root) {
     const p = event.payload || {};
     const agent = function (id) { return (id && names.agents[id]) || (id ? "agent " + String(id).slice(0, 8) : "someone"); };
     const task = function (id) { return (id && names.tasks[id]) || (id ? "task " + String(id).slice(0, 8) : ""); };
+    const usage = function () {
+      const tokens = (p.prompt_tokens || 0) + (p.completion_tokens || 0);
+      return (tokens ? ", " + Swarm.tokens(tokens) + " tokens" : "") + (Number(p.cost) ? ", " + Swarm.cost(p.cost) : "");
+    };
     switch (event.kind) {
       case "task.created":
-        return "created “" + Swarm.clip(p.title || task(event.task), 70) + "”" +
-          (p.parent ? " under “" + Swarm.clip(task(p.parent), 40) + "”" : "") +
-          (p.assigned_agent ? ", for " + agent(p.assigned_agent) : "") +
+        return "created" + (p.parent && p.parent !== root ? " under “" + Swarm.clip(task(p.parent), 40) + "”" : "") +
+          (p.assigned_agent ? " for " + agent(p.assigned_agent) : "") +
           (p.depends_on && p.depends_on.length ? ", waits for " + p.depends_on.length : "");
       case "task.status_changed":
-        return Swarm.clip(task(event.task), 50) + ": " + p.from + " → " + p.to +
-          (p.error ? " (" + Swarm.clip(p.error, 60) + ")" : "") +
-          (p.result_summary ? " — " + Swarm.clip(p.result_summary, 60) : "");
+        return p.from + " → " + p.to + (p.error ? ": " + Swarm.clip(p.error, 60) : "") +
+          (p.result_summary ? ": " + Swarm.clip(p.result_summary, 60) : "");
       case "task.progress":
-        return Swarm.clip(task(event.task), 50) + ": progress " + p.progress + "%";
+        return "progress " + p.progress + "%";
       case "task.updated":
-        return Swarm.clip(task(event.task), 50) + ": changed " + Object.keys(p.changes || {}).join(", ");
+        return "changed " + Object.keys(p.changes || {}).join(", ");
       case "task.dependency_added":
-        return Swarm.clip(task(p.task), 40) + " now waits for " + Swarm.clip(task(p.depends_on), 40);
+        return "now waits for “" + Swarm.clip(task(p.depends_on), 40) + "”";
       case "task.dependency_removed":
-        return Swarm.clip(task(p.task), 40) + " no longer waits for " + Swarm.clip(task(p.depends_on), 40);
+        return "no longer waits for “" + Swarm.clip(task(p.depends_on), 40) + "”";
       case "run.started":
-        return agent(p.agent) + " started a run on " + Swarm.clip(task(p.task), 40) + (p.model ? " (" + p.model + ")" : "");
+        return agent(p.agent) + " started a run" + (p.model ? " (" + p.model + ")" : "");
       case "run.updated":
-        return agent(p.agent) + "’s run " + p.status +
-          ((p.prompt_tokens || p.completion_tokens) ? ", " + Swarm.tokens((p.prompt_tokens || 0) + (p.completion_tokens || 0)) + " tokens" : "") +
-          (Number(p.cost) ? ", " + Swarm.cost(p.cost) : "") + (p.error ? " (" + Swarm.clip(p.error, 50) + ")" : "");
+        return agent(p.agent) + "’s run " + p.status + usage() + (p.error ? ": " + Swarm.clip(p.error, 50) : "");
       case "message.created":
-        return "#" + p.seq + " " + p.role + (p.sender ? " from " + agent(p.sender) : "") +
-          ((p.prompt_tokens || p.completion_tokens) ? ", " + Swarm.tokens((p.prompt_tokens || 0) + (p.completion_tokens || 0)) + " tokens" : "") +
-          (Number(p.cost) ? ", " + Swarm.cost(p.cost) : "") + (p.model ? " (" + p.model + ")" : "");
+        return "#" + p.seq + " " + p.role + (p.sender ? " from " + agent(p.sender) : "") + usage() + (p.model ? " (" + p.model + ")" : "");
       case "conversation.created":
         return "conversation opened" + (p.title ? ": “" + Swarm.clip(p.title, 60) + "”" : "");
       case "agent.heartbeat":

@@ -5,8 +5,8 @@
       node with the fewest open predecessors.
    2. Order inside a layer by the barycentre of the neighbours, a few sweeps
       down and up, which removes most crossings.
-   3. A layer taller than `maxRows` (a number, or a function of the widest
-      layer's size) wraps into several columns, so a task with a thousand
+   3. A layer taller than `maxRows` (a number, or a function of the list of
+      layer sizes) wraps into several columns, so a task with a thousand
       subtasks stays a compact block instead of a list a hundred screens
       tall.
 
@@ -98,9 +98,8 @@
     }
 
     // 3. Coordinates, wrapping tall layers into columns.
-    let widest = 1;
-    layers.forEach(function (list) { widest = Math.max(widest, list.length); });
-    const maxRows = Math.max(1, typeof o.maxRows === "function" ? o.maxRows(widest) : o.maxRows);
+    const sizes = layers.map(function (list) { return list.length; });
+    const maxRows = Math.max(1, typeof o.maxRows === "function" ? o.maxRows(sizes) : o.maxRows);
     const rowH = o.nodeH + o.gapY;
     const rowsOf = layers.map(function (list) { return Math.min(list.length, maxRows); });
     const tallest = Math.max.apply(null, rowsOf.concat([1]));
@@ -120,6 +119,24 @@
     });
     const width = Math.max(x - o.gapX + o.margin, 2 * o.margin);
     return { pos: pos, width: width, height: height, layers: depth };
+  };
+
+  /**
+   * The rows per column that give a drawing closest to `aspect` (width /
+   * height) for layers of `sizes` nodes, between `min` and `max` rows.
+   */
+  Swarm.rowsForAspect = function (sizes, aspect, o) {
+    let best = o.min;
+    let bestScore = Infinity;
+    const widest = Math.max.apply(null, sizes.concat([1]));
+    for (let rows = o.min; rows <= Math.max(o.min, Math.min(o.max, widest)); rows++) {
+      let width = 0;
+      sizes.forEach(function (n) { width += Math.ceil(n / rows) * (o.nodeW + o.wrapGap) + o.gapX; });
+      const height = Math.min(rows, widest) * (o.nodeH + o.gapY);
+      const score = Math.abs(Math.log(width / height / aspect));
+      if (score < bestScore - 1e-9) { best = rows; bestScore = score; }
+    }
+    return best;
   };
 
   /** A smooth left-to-right path from one box's right edge to another's left. */

@@ -132,10 +132,20 @@
 
   // Graph ---------------------------------------------------------------------
 
+  // Subtask links of a task with more than this many subtasks place the
+  // subtasks but are not drawn: a thousand lines from one box hide the rest.
+  const FAN_OUT_DRAWN = 40;
+
   function graphEdges() {
     const edges = [];
+    const children = new Map();
     nodes.forEach(function (node) {
-      if (node.parent && nodes.has(node.parent) && !isExternal(node)) edges.push({ from: node.parent, to: node.id, parent: true });
+      if (node.parent) children.set(node.parent, (children.get(node.parent) || 0) + 1);
+    });
+    nodes.forEach(function (node) {
+      if (node.parent && nodes.has(node.parent) && !isExternal(node)) {
+        edges.push({ from: node.parent, to: node.id, parent: true, hidden: children.get(node.parent) > FAN_OUT_DRAWN });
+      }
     });
     snap.dependencies.forEach(function (dep) {
       if (nodes.has(dep.task) && nodes.has(dep.depends_on)) edges.push({ from: dep.depends_on, to: dep.task });
@@ -207,10 +217,9 @@
       gapX: 56,
       gapY: 10,
       wrapGap: 16,
-      maxRows: function (tallest) {
-        // Wrap tall layers so the block's shape follows the box's.
-        const rows = Math.ceil(Math.sqrt((tallest * (NODE_W + 16)) / (NODE_H + 10) / aspect));
-        return Math.max(8, Math.min(60, rows));
+      maxRows: function (sizes) {
+        // Wrap tall layers so the drawing's shape follows the box's.
+        return S.rowsForAspect(sizes, aspect, { min: 8, max: 80, nodeW: NODE_W, nodeH: NODE_H, gapX: 56, gapY: 10, wrapGap: 16 });
       },
     });
     const parts = [];
@@ -218,6 +227,7 @@
       '<marker id="arrow-blocked" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0L8,4L0,8z" fill="#d9383a"></path></marker></defs>');
     parts.push('<g class="edges">');
     edges.forEach(function (edge, i) {
+      if (edge.hidden) return;
       const a = layout.pos.get(edge.from);
       const b = layout.pos.get(edge.to);
       const cls = edgeClass(edge, blocked);
@@ -238,8 +248,10 @@
     graphSvg = canvas.firstChild;
     graphSvg.__edges = edges;
     const blockedCount = edges.filter(function (e) { return !e.parent && blocked.has(e.from + ">" + e.to); }).length;
+    const hiddenLinks = edges.some(function (e) { return e.hidden; });
     els.graphNote.textContent = (ids.length - 1) + " subtasks" +
       (snap.truncated ? " (the first " + (ids.length - 1) + "; more are not drawn)" : "") +
+      (hiddenLinks ? " (links to the subtasks of a task with more than " + FAN_OUT_DRAWN + " are not drawn)" : "") +
       ", " + snap.dependencies.length + " dependencies, " + blockedCount + " blocked. " +
       "Drag to move, wheel to zoom (titles show from 45 %), click a task for details, double-click to open it.";
   }
@@ -511,8 +523,9 @@
     const body = h("tbody");
     list.forEach(function (a) {
       body.appendChild(h("tr", { class: a.involved ? "" : "is-uninvolved", "data-agent": a.id },
-        h("td", null, h("span", { class: "dot ag-" + a.status }), " ", h("a", { href: S.url(config.admin_agent_url, a.id) }, a.name), a.involved ? null : h("span", { class: "muted" }, " (delegates)")),
-        h("td", null, a.role || ""),
+        h("td", { class: "agent-name" },
+          h("span", { class: "dot ag-" + a.status }), " ", h("a", { href: S.url(config.admin_agent_url, a.id) }, a.name),
+          h("div", { class: "event-meta" }, [a.role || "agent", a.model, a.involved ? "" : "delegates only"].filter(Boolean).join(" · "))),
         h("td", null, a.parent ? agentName(a.parent) : ""),
         h("td", { class: "num" }, S.int(a.tasks_assigned)),
         h("td", { class: "num" }, S.int(a.runs) + (a.runs_failed ? " (" + a.runs_failed + " failed)" : "")),
@@ -524,11 +537,11 @@
     });
     const table = h("table", { class: "swarm-table" },
       h("thead", null, h("tr", null,
-        h("th", null, "Agent"), h("th", null, "Role"), h("th", null, "Delegated by"), h("th", { class: "num" }, "Tasks"),
-        h("th", { class: "num" }, "Runs"), h("th", { class: "num" }, "Messages"), h("th", { class: "num" }, "Tokens"),
+        h("th", null, "Agent"), h("th", null, "Delegated by"), h("th", { class: "num" }, "Tasks"),
+        h("th", { class: "num" }, "Runs"), h("th", { class: "num" }, "Msgs"), h("th", { class: "num" }, "Tokens"),
         h("th", { class: "num" }, "Cost"), h("th", null, "Heartbeat"))),
       body);
-    els.agents.replaceChildren(picture, table);
+    els.agents.replaceChildren(picture, h("div", { class: "table-scroll" }, table));
   }
 
   // Timeline ------------------------------------------------------------------
@@ -593,9 +606,11 @@
     const span = (t1 - t0) / 1000;
     const step = TICKS.find(function (s) { return span / s <= 8; }) || TICKS[TICKS.length - 1];
     const first = Math.ceil(t0 / 1000 / step) * step * 1000;
+    const nowX = showNow ? x(now) : -1000;
     for (let t = first; t <= t1; t += step * 1000) {
       const tx = x(t);
-      parts.push('<g class="tick"><line x1="' + tx + '" x2="' + tx + '" y1="' + (top - 4) + '" y2="' + height + '"></line><text x="' + (tx + 3) + '" y="12">' + S.clock(t) + "</text></g>");
+      const label = tx + 50 < nowX - 24 || tx > nowX + 4 ? S.clock(t) : "";
+      parts.push('<g class="tick"><line x1="' + tx + '" x2="' + tx + '" y1="' + (top - 4) + '" y2="' + height + '"></line><text x="' + (tx + 3) + '" y="12">' + label + "</text></g>");
     }
     lanes.forEach(function (lane, i) {
       lane.runs.forEach(function (r) {
@@ -612,7 +627,7 @@
     });
     if (showNow) {
       const nx = x(now);
-      parts.push('<line class="now-line" id="now-line" x1="' + nx + '" x2="' + nx + '" y1="' + (top - 6) + '" y2="' + height + '"></line><text class="now-label" x="' + (nx - 4) + '" y="' + (top - 8) + '" text-anchor="end">now</text>');
+      parts.push('<line class="now-line" id="now-line" x1="' + nx + '" x2="' + nx + '" y1="' + (top - 6) + '" y2="' + height + '"></line><text class="now-label" x="' + (nx - 4) + '" y="12" text-anchor="end">now</text>');
     }
     els.timeline.innerHTML = '<svg xmlns="http://www.w3.org/2000/svg" width="' + width + '" height="' + height + '" viewBox="0 0 ' + width + " " + height + '">' + parts.join("") + "</svg>";
     const note = snap.runs_more ? "The latest " + runs.length + " runs." : runs.length + (runs.length === 1 ? " run" : " runs") + ".";
@@ -680,10 +695,14 @@
       const node = h("details", { class: "conv", "data-conv": conv.id, open: wasOpen || null },
         h("summary", null,
           h("span", { class: "conv-title" }, conv.title || "Conversation " + conv.id.slice(0, 8)),
-          task && task.id !== config.task ? h("span", { class: "conv-meta" }, "on “" + S.clip(task.title, 50) + "”") : null,
-          h("span", { class: "conv-meta" }, conv.participants.map(agentName).join(", ") || "no agents"),
-          h("span", { class: "conv-meta" }, S.int(conv.message_count) + " messages · " + S.tokens(conv.prompt_tokens + conv.completion_tokens) + " tokens · " + S.cost(conv.cost)),
-          h("span", { class: "conv-meta" }, conv.last_message_at ? "last " + S.ago(conv.last_message_at) : "")),
+          h("div", { class: "conv-meta" }, [
+            conv.participants.map(agentName).join(", ") || "no agents",
+            S.int(conv.message_count) + " messages",
+            S.tokens(conv.prompt_tokens + conv.completion_tokens) + " tokens",
+            S.cost(conv.cost),
+            conv.last_message_at ? "last " + S.ago(conv.last_message_at) : "",
+            task && task.id !== config.task ? "on “" + S.clip(task.title, 50) + "”" : "",
+          ].filter(Boolean).join(" · "))),
         h("div", { class: "transcript" },
           earlier > 0 ? h("div", { class: "earlier" }, earlier + " earlier messages: ", h("a", { href: S.url(config.admin_conversation_url, conv.id) }, "all of them in the admin")) : null,
           conv.messages.map(function (m) { return message(m, conv); })));
@@ -706,9 +725,9 @@
       h("td", { class: "num mono muted" }, String(event.position)),
       h("td", { class: "mono" }, S.clock(event.occurred_at)),
       h("td", null,
-        h("div", null, h("span", { class: S.kindClass(event.kind) }, event.kind), " ", S.summary(event, n)),
+        h("div", null, h("span", { class: S.kindClass(event.kind) }, event.kind), " ", S.summary(event, n, config.task)),
         h("div", { class: "event-meta" },
-          actor ? "by " + S.clip(actor, 40) : "",
+          actor ? "by " + S.clip(actor, 32) : "",
           task && task.id !== config.task ? [actor ? " · " : "", h("a", { href: S.url(config.task_url, task.id), title: task.title }, S.clip(task.title, 50))] : null)));
   }
 
