@@ -25,9 +25,11 @@ from tasks.serializers import (
     RunCreateInputSerializer,
     RunUpdateInputSerializer,
     TaskCreateInputSerializer,
+    TaskDependenciesInputSerializer,
     TaskProgressInputSerializer,
     TaskTransitionInputSerializer,
     TaskUpdateInputSerializer,
+    WorkflowCreateInputSerializer,
     _cost,
     _id,
     _ids,
@@ -36,10 +38,12 @@ from tasks.serializers import (
 ITEM_TYPES = (
     "agent",
     "heartbeat",
+    "workflow",
     "task",
     "task_update",
     "transition",
     "progress",
+    "dependency",
     "conversation",
     "message",
     "run",
@@ -62,6 +66,10 @@ class TransitionItemSerializer(TaskTransitionInputSerializer):
 
 
 class ProgressItemSerializer(TaskProgressInputSerializer):
+    task = serializers.UUIDField()
+
+
+class DependencyItemSerializer(TaskDependenciesInputSerializer):
     task = serializers.UUIDField()
 
 
@@ -126,10 +134,12 @@ class AuditItemSerializer(StrictInputSerializer):
 ITEM_SERIALIZERS: dict[str, tuple[type[serializers.Serializer], dict[str, str]]] = {
     "agent": (AgentCreateInputSerializer, {"id": "agent_id"}),
     "heartbeat": (HeartbeatItemSerializer, {"id": "operation_id"}),
+    "workflow": (WorkflowCreateInputSerializer, {"id": "workflow_id"}),
     "task": (TaskCreateInputSerializer, {"id": "task_id"}),
     "task_update": (TaskUpdateItemSerializer, {"id": "operation_id"}),
     "transition": (TransitionItemSerializer, {"id": "operation_id"}),
     "progress": (ProgressItemSerializer, {"id": "operation_id"}),
+    "dependency": (DependencyItemSerializer, {}),
     "conversation": (ConversationItemSerializer, {"id": "conversation_id"}),
     "message": (MessageItemSerializer, {}),
     "run": (RunCreateInputSerializer, {"id": "run_id"}),

@@ -49,9 +49,11 @@ from tasks.services import (
     run_create_many,
     run_update,
     task_create_many,
+    task_dependencies_add,
     task_progress_set,
     task_transition,
     task_update,
+    workflow_create,
 )
 
 # Items of one bulk statement: bounds the SQL sent and the work redone one by
@@ -193,6 +195,18 @@ def _run_update(project: Project, items: list[Item], actor: Actor) -> list[Outco
     return [(run.pk, not run.replayed)]
 
 
+def _workflow(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    workflow, created = workflow_create(project=project, actor=actor, **items[0].data)
+    return [(workflow.pk, created)]
+
+
+def _dependency(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    data = dict(items[0].data)
+    task = _target(project, Task, data, "task")
+    edges = task_dependencies_add(task=task, actor=actor, **data)
+    return [(task.pk, any(edge.created for edge in edges))]
+
+
 def _heartbeat(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
     data = dict(items[0].data)
     agent = _target(project, Agent, data, "agent")
@@ -210,6 +224,8 @@ BULK_HANDLERS: dict[str, Handler] = {
 SINGLE_HANDLERS: dict[str, Handler] = {
     "agent": _agent,
     "heartbeat": _heartbeat,
+    "workflow": _workflow,
+    "dependency": _dependency,
     "conversation": _conversation,
     "transition": _transition,
     "task_update": _task_update,

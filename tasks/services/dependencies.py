@@ -44,17 +44,22 @@ def _reaches(start: uuid.UUID, target: uuid.UUID) -> bool:
 def task_dependency_add(
     *, task: Task, depends_on: Task | uuid.UUID | str, actor: Actor = SYSTEM
 ) -> TaskDependency:
-    """Make `task` wait for `depends_on`; refuses an edge that closes a cycle."""
+    """Make `task` wait for `depends_on`; refuses an edge that closes a cycle.
+
+    An existing edge is returned as is; `edge.created` tells which.
+    """
     _lock_project_graph(task.project)
     other = resolve(Task, project=task.project, field="depends_on", value=depends_on)
     if other.pk == task.pk:
         raise ValidationError({"depends_on": "A task cannot depend on itself."})
     existing = TaskDependency.objects.filter(task=task, depends_on=other).first()
     if existing is not None:
+        existing.created = False
         return existing
     if _reaches(other.pk, task.pk):
         raise DependencyCycle(f"Task {other.pk} already depends on {task.pk}: a cycle.")
     edge = TaskDependency.objects.create(task=task, depends_on=other)
+    edge.created = True
     audit_event_record(
         project_id=task.project_id,
         kind=EventKind.TASK_DEPENDENCY_ADDED,

@@ -76,7 +76,12 @@ def task_leases_expire(
     Rows another transaction holds (a heartbeat, a transition) are skipped:
     that transaction decides them. Returns the tasks requeued.
     """
-    now = now or timezone.now()
+    return _expire(project=project, now=now or timezone.now(), limit=limit, actor=actor)
+
+
+def _expire(
+    *, project: Project, now: datetime, limit: int | None, actor: Actor
+) -> list[Task]:
     expired = (
         Task.objects.select_for_update(skip_locked=True)
         .filter(project=project, status=TaskStatus.RUNNING, lease_expires_at__lt=now)
@@ -223,7 +228,7 @@ def task_claim(
         if replayed is not None:
             return replayed
     now = timezone.now()
-    task_leases_expire(project=project, now=now, actor=actor)
+    _expire(project=project, now=now, limit=EXPIRE_BATCH, actor=actor)
 
     candidates = Task.objects.filter(project=project, status=TaskStatus.QUEUED)
     if workflow is not None:
