@@ -11,7 +11,7 @@ from audit.services import (
     audit_log_record,
 )
 from tests.conftest import count_queries
-from tests.swarmsite.test_admin import messages_of
+from tests.utils import messages_of
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,8 @@ from conversations.models import Conversation, Message, Participant
 from conversations.services import message_append
 from tests.conftest import count_queries
 from tests.conversations.factories import ConversationFactory
-from tests.swarmsite.test_admin import add_inline_row, changeform_data, inline_prefix
 from tests.tasks.factories import AgentFactory
+from tests.utils import add_inline_row, changeform_data, inline_prefix
 
 pytestmark = pytest.mark.django_db
 

@@ -25,17 +25,17 @@ from tasks.services import (
     workflow_create,
 )
 from tests.conftest import count_queries
-from tests.swarmsite.test_admin import (
-    add_inline_row,
-    changeform_data,
-    inline_prefix,
-    messages_of,
-)
 from tests.tasks.factories import (
     AgentFactory,
     AgentRunFactory,
     TaskFactory,
     WorkflowFactory,
+)
+from tests.utils import (
+    add_inline_row,
+    changeform_data,
+    inline_prefix,
+    messages_of,
 )
 
 pytestmark = pytest.mark.django_db
