@@ -14,6 +14,7 @@ from typing import IO
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
+from django.utils import timezone
 
 from audit.journal import journaled
 from audit.models import Event
@@ -22,7 +23,9 @@ from audit.services import audit_log_record
 from conversations.models import (
     Conversation,
     ConversationStatus,
+    Memory,
     Message,
+    MessageRecipient,
     Participant,
 )
 from ops.selectors import (
@@ -50,8 +53,10 @@ PRUNE_MODELS = (
     "conversations.conversation",
     "conversations.participant",
     "conversations.message",
+    "conversations.messagerecipient",
     "audit.event",
     "tasks.agentheartbeat",
+    "conversations.memory",
 )
 
 
@@ -110,6 +115,8 @@ class _Selection:
     conversations: QuerySet
     loose_events: QuerySet
     heartbeats: QuerySet
+    # Expired memories go whatever the cut-off: they are never read again.
+    memories: QuerySet
 
     def task_events(self, project: Project) -> QuerySet:
         return Event.objects.filter(project=project).filter(
@@ -134,11 +141,15 @@ class _Selection:
             "conversations.message": Message.objects.filter(
                 conversation_id__in=conversation_ids
             ),
+            "conversations.messagerecipient": MessageRecipient.objects.filter(
+                message__conversation_id__in=conversation_ids
+            ),
             "audit.event": Event.objects.filter(
                 Q(pk__in=self.task_events(project).values("pk"))
                 | Q(pk__in=self.loose_events.values("pk"))
             ),
             "tasks.agentheartbeat": self.heartbeats,
+            "conversations.memory": self.memories,
         }
 
 
@@ -169,7 +180,8 @@ def _selection(project: Project, cutoff: datetime) -> _Selection:
         )
     )
     heartbeats = AgentHeartbeat.objects.filter(project=project, created_at__lt=cutoff)
-    return _Selection(tasks, conversations, loose_events, heartbeats)
+    memories = Memory.objects.filter(project=project, expires_at__lte=timezone.now())
+    return _Selection(tasks, conversations, loose_events, heartbeats, memories)
 
 
 def prune_count(*, project: Project, cutoff: datetime) -> dict[str, int]:
@@ -294,6 +306,7 @@ def prune_run(
     for name, rows, order in (
         ("audit.event", selection.loose_events, "position"),
         ("tasks.agentheartbeat", selection.heartbeats, "id"),
+        ("conversations.memory", selection.memories, "id"),
     ):
         # Walk forward from the last batch instead of rescanning deleted rows.
         last = 0
