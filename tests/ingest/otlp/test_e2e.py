@@ -308,3 +308,17 @@ def test_openinference_langchain_spans_arrive_as_messages_and_events(server):
     )
     assert len(events["results"]) == len(spans)
     assert {e["payload"]["type"] for e in events["results"]} >= {"llm", "span"}
+
+
+def test_the_exporter_configured_by_environment_reaches_the_endpoint(
+    server, monkeypatch
+):
+    """OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST/otlp and the Authorization
+    header in OTEL_EXPORTER_OTLP_HEADERS, as the contract tells users."""
+    daphne, key = server
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"{daphne.url}/otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Bearer {key}")
+    spans = recorded(lambda tracer: tracer.start_span("configured by env").end())
+    assert OTLPSpanExporter().export(spans) == SpanExportResult.SUCCESS
+    _, tasks = Http(daphne.port, key).request("GET", "/api/v1/tasks/?search=configured")
+    assert [t["title"] for t in tasks["results"]] == ["configured by env"]
