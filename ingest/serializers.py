@@ -14,6 +14,10 @@ from rest_framework import serializers
 
 from audit.serializers import EventCreateInputSerializer
 from conversations.models import MessageRole
+from conversations.serializers import (
+    MemoryInputSerializer,
+    ParticipantJoinInputSerializer,
+)
 from ingest.services import Item, ItemResult
 from swarmsite.errors import ValidationError
 from swarmsite.exceptions import flatten_detail
@@ -45,11 +49,13 @@ ITEM_TYPES = (
     "progress",
     "dependency",
     "conversation",
+    "participant",
     "message",
     "run",
     "run_update",
     "event",
     "audit",
+    "memory",
 )
 
 
@@ -101,6 +107,7 @@ class MessageItemSerializer(StrictInputSerializer):
         required=False, allow_blank=True, trim_whitespace=False
     )
     sender = _id()
+    recipients = _ids(required=False)
     tool_calls = JSONValueField(kind=list, required=False, allow_null=True)
     tool_call_id = serializers.CharField(
         max_length=200, required=False, allow_blank=True
@@ -113,6 +120,10 @@ class MessageItemSerializer(StrictInputSerializer):
     latency_ms = serializers.FloatField(required=False, allow_null=True, min_value=0)
     reply_to = _id()
     metadata = JSONValueField(kind=dict, required=False)
+
+
+class ParticipantItemSerializer(ParticipantJoinInputSerializer):
+    conversation = serializers.UUIDField()
 
 
 class AuditItemSerializer(StrictInputSerializer):
@@ -141,6 +152,7 @@ ITEM_SERIALIZERS: dict[str, tuple[type[serializers.Serializer], dict[str, str]]]
     "progress": (ProgressItemSerializer, {"id": "operation_id"}),
     "dependency": (DependencyItemSerializer, {}),
     "conversation": (ConversationItemSerializer, {"id": "conversation_id"}),
+    "participant": (ParticipantItemSerializer, {}),
     "message": (MessageItemSerializer, {}),
     "run": (RunCreateInputSerializer, {"id": "run_id"}),
     "run_update": (RunUpdateItemSerializer, {"id": "operation_id"}),
@@ -149,6 +161,7 @@ ITEM_SERIALIZERS: dict[str, tuple[type[serializers.Serializer], dict[str, str]]]
         {"id": "event_id", "task": "task_id", "conversation": "conversation_id"},
     ),
     "audit": (AuditItemSerializer, {"id": "entry_id"}),
+    "memory": (MemoryInputSerializer, {"id": "memory_id"}),
 }
 
 

@@ -38,7 +38,12 @@ from audit.services import (
     audit_logs_create,
 )
 from conversations.models import Conversation
-from conversations.services import conversation_create, message_append
+from conversations.services import (
+    conversation_create,
+    memory_put_many,
+    message_append,
+    participant_join,
+)
 from swarmsite.errors import ServiceError, ValidationError
 from swarmsite.metrics import INGEST_ITEMS
 from swarmsite.models import Project
@@ -128,6 +133,21 @@ def _messages(project: Project, items: list[Item], actor: Actor) -> list[Outcome
     ]
     appended = message_append(conversation=conversation, messages=specs, actor=actor)
     return [(message.pk, new) for message, new in appended]
+
+
+def _memories(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    written = memory_put_many(
+        project=project, memories=[item.data for item in items], actor=actor
+    )
+    # An applied update counts as written; an identical or replayed put not.
+    return [(memory.uuid, not memory.replayed) for memory, _ in written]
+
+
+def _participant(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    data = dict(items[0].data)
+    conversation = _target(project, Conversation, data, "conversation")
+    link, created = participant_join(conversation=conversation, actor=actor, **data)
+    return [(link.agent_id, created)]
 
 
 def _agent(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
@@ -220,6 +240,7 @@ BULK_HANDLERS: dict[str, Handler] = {
     "audit": _audits,
     "message": _messages,
     "run": _runs,
+    "memory": _memories,
 }
 SINGLE_HANDLERS: dict[str, Handler] = {
     "agent": _agent,
@@ -227,6 +248,7 @@ SINGLE_HANDLERS: dict[str, Handler] = {
     "workflow": _workflow,
     "dependency": _dependency,
     "conversation": _conversation,
+    "participant": _participant,
     "transition": _transition,
     "task_update": _task_update,
     "progress": _progress,
