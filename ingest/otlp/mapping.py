@@ -663,8 +663,10 @@ def map_spans(
                 },
                 [root],
             )
-        running = {"task": tasks[trace], "status": "running"}
-        plan.add("transition", running | {"id": ids.of("running", trace)}, members)
+        if tasks[trace] not in existing:
+            # A stored trace task went running in the batch that created it.
+            running = {"task": tasks[trace], "status": "running"}
+            plan.add("transition", running | {"id": ids.of("running", trace)}, members)
 
     # Conversations: one per gen_ai.conversation.id / session.id, else one
     # per trace (then it belongs to the trace's task).
