@@ -1,13 +1,45 @@
 """Helpers shared by tests that are not fixtures."""
 
+import threading
+
 import pytest
 from django.contrib.messages import get_messages
 from django.db import connection
+from rest_framework.test import APIClient
 
 ON_POSTGRES = connection.vendor == "postgresql"
 ON_SQLITE = connection.vendor == "sqlite"
 
 postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL")
+
+
+# Racing clients -------------------------------------------------------------
+
+
+def post_at_once(secret: str, url: str, body, n: int, *, wait: float = 120) -> list:
+    """POST `body` from `n` threads released together, each on its own
+    database connection; every response, or the exception a thread hit."""
+    barrier = threading.Barrier(n)
+    outcomes: list = [None] * n
+
+    def post(index: int) -> None:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        try:
+            barrier.wait(wait)
+            outcomes[index] = client.post(url, body, format="json")
+        except BaseException as exc:
+            outcomes[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(wait)
+    assert not any(thread.is_alive() for thread in threads)
+    return outcomes
 
 
 # Admin forms ----------------------------------------------------------------

@@ -1,11 +1,8 @@
 """The same batch posted by racing clients, on real connections, both databases."""
 
-import threading
 import uuid
 
 import pytest
-from django.db import connection
-from rest_framework.test import APIClient
 
 from audit.chain import audit_chain_verify
 from audit.models import Event
@@ -13,6 +10,7 @@ from conversations.models import Conversation, Message
 from conversations.services import conversation_create
 from swarmsite.services import api_key_create, project_create
 from tasks.models import Task
+from tests.utils import post_at_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,27 +64,7 @@ def _batch(conversation: Conversation) -> list[dict]:
 
 
 def _post_concurrently(secret: str, body: dict, n: int) -> list:
-    barrier = threading.Barrier(n)
-    outcomes: list = [None] * n
-
-    def post(index: int) -> None:
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-        try:
-            barrier.wait(WAIT)
-            outcomes[index] = client.post(URL, body, format="json")
-        except BaseException as exc:
-            outcomes[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=post, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT)
-    assert not any(thread.is_alive() for thread in threads)
-    return outcomes
+    return post_at_once(secret, URL, body, n, wait=WAIT)
 
 
 def test_a_batch_posted_three_times_at_once_and_twice_more_stores_it_once(project):

@@ -8,12 +8,10 @@ and exactly one row or event exists.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable
 
 import pytest
-from django.db import connection
 from rest_framework.test import APIClient
 
 from audit.models import AuditLog, Event
@@ -28,6 +26,7 @@ from swarmsite.errors import ValidationError
 from swarmsite.services import api_key_create, project_create
 from tasks.models import Agent, AgentHeartbeat, AgentRun, Task, TaskStatus
 from tasks.services import agent_register, run_create, task_create
+from tests.utils import post_at_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,26 +45,7 @@ def race(transactional_db):
 
 
 def _post_at_once(secret: str, url: str, body: dict) -> list:
-    barrier = threading.Barrier(CLIENTS)
-    outcomes: list = [None] * CLIENTS
-
-    def post(index: int) -> None:
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-        try:
-            barrier.wait(WAIT)
-            outcomes[index] = client.post(url, body, format="json")
-        except BaseException as exc:
-            outcomes[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=post, args=(i,)) for i in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT)
-    assert not any(thread.is_alive() for thread in threads)
+    outcomes = post_at_once(secret, url, body, CLIENTS, wait=WAIT)
     for outcome in outcomes:
         assert not isinstance(outcome, BaseException), outcome
     return outcomes
