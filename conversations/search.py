@@ -102,12 +102,14 @@ def query_words(text: str) -> list[str]:
     return list(dict.fromkeys(words))[:MAX_QUERY_WORDS]
 
 
-def pg_query(words: list[str]) -> str:
-    """A `websearch_to_tsquery` text matching any of the words."""
+def pg_query(words: list[str], *, every: bool) -> str:
+    """A `websearch_to_tsquery` text: all of the words, or any of them."""
     # "or" is websearch syntax (and an English stop word).
-    return " or ".join(w for w in words if w != "or")
+    words = [w for w in words if w != "or"]
+    return " ".join(words) if every else " or ".join(words)
 
 
-def fts5_query(words: list[str]) -> str:
-    """An FTS5 MATCH expression matching any of the words, each quoted."""
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+def fts5_query(words: list[str], *, every: bool) -> str:
+    """An FTS5 MATCH expression: all of the words, or any, each quoted."""
+    quoted = ['"' + w.replace('"', '""') + '"' for w in words]
+    return " ".join(quoted) if every else " OR ".join(quoted)

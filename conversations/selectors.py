@@ -224,33 +224,51 @@ class SearchPage:
 def memory_search(
     *, memories: QuerySet[Memory], text: str, offset: int = 0, limit: int = 50
 ) -> SearchPage:
-    """Memories of `memories` matching any word of `text`, best first.
+    """Memories of `memories` matching the words of `text`, best first.
 
-    PostgreSQL ranks with `ts_rank_cd` over the weighted `tsvector`, SQLite
-    with FTS5's `bm25()`; each result gets its `score` (higher is better on
+    Entries holding every word are searched first; when none does, those
+    holding any of them. PostgreSQL ranks with `ts_rank_cd` over the
+    weighted `tsvector` (the first SEARCH_CANDIDATES matches), SQLite with
+    FTS5's `bm25()`; each result gets its `score` (higher is better on
     both). Pages end at MAX_SEARCH_RESULTS.
     """
     words = search.query_words(text)
     limit = max(0, min(limit, MAX_SEARCH_RESULTS - offset))
     if not words or limit == 0:
         return SearchPage([], False)
-    if connection.vendor == "postgresql":
-        ranked = _pg_ranked(memories, search.pg_query(words))
-    else:
-        ranked = _sqlite_ranked(memories, search.fts5_query(words))
-    rows = ranked(offset, limit + 1)
+    rows: list[Memory] = []
+    for every in (True, False) if len(words) > 1 else (True,):
+        if connection.vendor == "postgresql":
+            ranked = _pg_ranked(memories, search.pg_query(words, every=every))
+        else:
+            ranked = _sqlite_ranked(memories, search.fts5_query(words, every=every))
+        rows = ranked(offset, limit + 1)
+        # The choice depends on the data only, so every page makes the same.
+        if rows or offset > 0 and every and ranked(0, 1):
+            break
     more = len(rows) > limit and offset + limit < MAX_SEARCH_RESULTS
     return SearchPage(rows[:limit], more)
+
+
+# On PostgreSQL a search ranks at most this many matches: a query whose
+# words match more entries ranks the first ones the index returns. Ranking
+# reads each match's tsvector, so this bounds a search's cost.
+SEARCH_CANDIDATES = 5000
 
 
 def _pg_ranked(memories: QuerySet[Memory], query: str):
     table = Memory._meta.db_table
     tsquery = f"websearch_to_tsquery('{search.PG_CONFIG}', %s)"
+    candidates = (
+        memories.order_by()
+        .extra(where=[f"{table}.search_vector @@ {tsquery}"], params=[query])
+        .values("id")[:SEARCH_CANDIDATES]
+    )
     ranked = (
-        memories.annotate(
+        Memory.objects.filter(id__in=candidates)
+        .annotate(
             score=RawSQL(f"ts_rank_cd({table}.search_vector, {tsquery})", [query])
         )
-        .extra(where=[f"{table}.search_vector @@ {tsquery}"], params=[query])
         .order_by("-score", "-id")
     )
 
