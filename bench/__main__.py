@@ -10,6 +10,7 @@ BENCHMARKS = [
     "bench.ingest",
     "bench.otlp",
     "bench.export",
+    "bench.client",
 ]
 
 
