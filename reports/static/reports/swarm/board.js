@@ -76,9 +76,9 @@
         h(
           "tr",
           { "data-agent": agent.id },
-          h("td", null, h("span", { class: "dot ag-" + agent.status }), " ", h("a", { href: S.url(config.admin_agent_url, agent.id) }, agent.name)),
+          h("td", { class: "nowrap" }, h("span", { class: "dot ag-" + agent.status }), " ", h("a", { href: S.url(config.admin_agent_url, agent.id) }, agent.name)),
           h("td", null, agent.role || ""),
-          h("td", { class: "mono" }, agent.model || ""),
+          h("td", { class: "mono nowrap" }, agent.model || ""),
           h("td", null, agent.parent ? names[agent.parent] || "" : ""),
           h("td", { class: "agent-status" }, h("span", { class: "pill ag-" + agent.status }, agent.status)),
           h("td", { class: "num" }, S.int(agent.tasks_completed) + (agent.tasks_failed ? " / " + S.int(agent.tasks_failed) + " failed" : "")),

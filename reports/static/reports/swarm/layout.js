@@ -147,6 +147,11 @@
     const y2 = b.y + nodeH / 2;
     if (x2 > x1) {
       const dx = Math.max(20, (x2 - x1) / 2);
+      if (Math.abs(y2 - y1) < nodeH && x2 - x1 > nodeW) {
+        // Along a row past other boxes: bow over them instead of behind.
+        const lift = Math.min(90, 22 + (x2 - x1) / 10);
+        return "M" + x1 + "," + y1 + "C" + (x1 + dx / 2) + "," + (y1 - lift) + " " + (x2 - dx / 2) + "," + (y2 - lift) + " " + x2 + "," + y2;
+      }
       return "M" + x1 + "," + y1 + "C" + (x1 + dx) + "," + y1 + " " + (x2 - dx) + "," + y2 + " " + x2 + "," + y2;
     }
     // Same or earlier column (a wrapped layer or a broken cycle): loop around.

@@ -247,10 +247,17 @@
     canvas = els.graphBox.firstChild;
     graphSvg = canvas.firstChild;
     graphSvg.__edges = edges;
-    const blockedCount = edges.filter(function (e) { return !e.parent && blocked.has(e.from + ">" + e.to); }).length;
+    updateNote();
+  }
+
+  function updateNote() {
+    const edges = graphSvg ? graphSvg.__edges : [];
+    let subtasks = -1; // the task itself is not one
+    nodes.forEach(function (node) { if (!isExternal(node)) subtasks++; });
+    const blockedCount = snap.dependencies.filter(function (d) { return d.blocked; }).length;
     const hiddenLinks = edges.some(function (e) { return e.hidden; });
-    els.graphNote.textContent = (ids.length - 1) + " subtasks" +
-      (snap.truncated ? " (the first " + (ids.length - 1) + "; more are not drawn)" : "") +
+    els.graphNote.textContent = subtasks + " subtasks" +
+      (snap.truncated ? " (the first " + subtasks + "; more are not drawn)" : "") +
       (hiddenLinks ? " (links to the subtasks of a task with more than " + FAN_OUT_DRAWN + " are not drawn)" : "") +
       ", " + snap.dependencies.length + " dependencies, " + blockedCount + " blocked. " +
       "Drag to move, wheel to zoom (titles show from 45 %), click a task for details, double-click to open it.";
@@ -282,6 +289,7 @@
         if (!edge.parent) path.setAttribute("marker-end", cls === "edge blocked" ? "url(#arrow-blocked)" : "url(#arrow)");
       }
     });
+    updateNote();
     if (changed && changed.size) {
       setTimeout(function () {
         graphSvg.querySelectorAll("g.node.changed").forEach(function (g) { g.classList.remove("changed"); });
