@@ -542,19 +542,30 @@ def agent_names(spans: Iterable[Span]) -> set[str]:
 
 
 def _nearest_agents(spans: list[Span], kinds: list[str]) -> list[int | None]:
-    """For each span, the index of its nearest ancestor agent span in `spans`."""
+    """For each span, the index of its nearest ancestor agent span in `spans`.
+
+    Linear in the number of spans, however deep the tree; a parent cycle
+    (a malformed export) ends the walk.
+    """
     by_id = {(s.trace_id, s.span_id): i for i, s in enumerate(spans)}
+    parent_of = [by_id.get((s.trace_id, s.parent_span_id)) for s in spans]
     out: list[int | None] = [None] * len(spans)
-    for i, span in enumerate(spans):
-        seen = 0
-        parent = by_id.get((span.trace_id, span.parent_span_id))
-        while parent is not None and seen < len(spans):
-            if kinds[parent] == AGENT:
-                out[i] = parent
-                break
-            above = spans[parent]
-            parent = by_id.get((above.trace_id, above.parent_span_id))
-            seen += 1
+    done = [False] * len(spans)
+    for start in range(len(spans)):
+        path: list[int] = []
+        on_path: set[int] = set()
+        at: int | None = start
+        while at is not None and not done[at] and at not in on_path:
+            on_path.add(at)
+            path.append(at)
+            at = parent_of[at]
+        for k in reversed(path):
+            parent = parent_of[k]
+            if parent is None or not done[parent]:  # a root, or a cycle
+                out[k] = None
+            else:
+                out[k] = parent if kinds[parent] == AGENT else out[parent]
+            done[k] = True
     return out
 
 
@@ -598,24 +609,33 @@ def map_spans(
 
     # Agents, parents first; the parent is the agent of the nearest ancestor
     # agent span: who delegated to whom.
-    def register(i: int, depth: int = 0) -> str:
-        name = agent_name(spans[i])
-        if name not in agent_ids:
+    def register(i: int) -> None:
+        # Up to the first agent already known, then registered top down.
+        chain: list[int] = []
+        names: set[str] = set()
+        at: int | None = i
+        while at is not None:
+            name = agent_name(spans[at])
+            if name in agent_ids or name in names:
+                break
+            names.add(name)
+            chain.append(at)
+            at = nearest[at]
+        for k in reversed(chain):
+            name = agent_name(spans[k])
             data: dict[str, Any] = {"name": name, "id": ids.agent(name)}
-            agent_ids[name] = data["id"]
-            plan.agent_ids[name] = data["id"]
-            parent = nearest[i]
-            if parent is not None and depth < len(spans):
-                parent_id = register(parent, depth + 1)
-                if parent_id != data["id"]:
+            parent = nearest[k]
+            if parent is not None:
+                parent_id = agent_ids.get(agent_name(spans[parent]))
+                if parent_id and parent_id != data["id"]:
                     data["parent"] = parent_id
-            if model(spans[i]):
-                data["model"] = model(spans[i])
-            description = spans[i].attributes.get("gen_ai.agent.description")
+            if model(spans[k]):
+                data["model"] = model(spans[k])
+            description = spans[k].attributes.get("gen_ai.agent.description")
             if isinstance(description, str) and description:
                 data["metadata"] = {"description": _short(description, 1000)}
-            plan.add("agent", data, [i])
-        return agent_ids[name]
+            agent_ids[name] = plan.agent_ids[name] = data["id"]
+            plan.add("agent", data, [k])
 
     for i in order:
         if kinds[i] == AGENT:

@@ -317,3 +317,55 @@ def test_nul_characters_are_removed_from_text_and_payloads():
     plan, _ = items_of(flat(span))
     assert "\x00" not in json.dumps(plan.items)
     assert of_type(plan, "message")[0]["content"] == "ab"
+
+
+def test_a_deep_chain_of_delegations_maps_without_recursion():
+    trace = builder.new_trace()
+    parent = b""
+    chain = []
+    for n in range(3000):
+        span_id = builder.new_span_id()
+        chain.append(
+            builder.span(
+                trace,
+                f"agent {n}",
+                span_id=span_id,
+                parent=parent,
+                start_ms=3000 - n,  # children first, as exporters send them
+                gen_ai__operation__name="invoke_agent",
+                gen_ai__agent__name=f"a{n}",
+            )
+        )
+        parent = span_id
+    plan, _ = items_of(flat(*chain))
+    agents = of_type(plan, "agent")
+    assert [a["name"] for a in agents[:3]] == ["a0", "a1", "a2"]
+    by_name = {a["name"]: a for a in agents}
+    assert by_name["a2999"]["parent"] == by_name["a2998"]["id"]
+    assert "parent" not in by_name["a0"]
+
+
+def test_a_parent_cycle_in_a_malformed_export_ends_the_walk():
+    trace = builder.new_trace()
+    first, second = builder.new_span_id(), builder.new_span_id()
+    spans = flat(
+        builder.span(
+            trace,
+            "x",
+            span_id=first,
+            parent=second,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="x",
+        ),
+        builder.span(
+            trace,
+            "y",
+            span_id=second,
+            parent=first,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="y",
+        ),
+    )
+    plan, _ = items_of(spans)
+    assert sorted(a["name"] for a in of_type(plan, "agent")) == ["x", "y"]
+    assert len(of_type(plan, "run")) == 2
