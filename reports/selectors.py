@@ -39,7 +39,7 @@ from audit.models import AuditAction, AuditLog
 from conversations.models import Message
 from swarmsite.errors import ValidationError
 from swarmsite.models import Project
-from tasks.models import TERMINAL_STATUSES, AgentRun, Task, TaskStatus
+from tasks.models import TERMINAL_STATUSES, Agent, AgentRun, Task, TaskStatus
 
 DEFAULT_WINDOW = timedelta(hours=24)
 PERCENTILES = (("p50", 0.5), ("p95", 0.95))
@@ -179,13 +179,14 @@ def task_stats(*, project: Project, window: StatsWindow) -> dict[str, Any]:
 # Usage --------------------------------------------------------------------
 
 
-def _usage_sums() -> dict[str, Any]:
+def _usage_sums(counted: Q | None = None) -> dict[str, Any]:
     # Prefixed: an annotation may not take the name of a model field.
     sums: dict[str, Any] = {
-        f"sum_{name}": Coalesce(Sum(name), Value(0)) for name in USAGE_FIELDS
+        f"sum_{name}": Coalesce(Sum(name, filter=counted), Value(0))
+        for name in USAGE_FIELDS
     }
     sums["sum_cost"] = Coalesce(
-        Sum("cost"),
+        Sum("cost", filter=counted),
         Value(Decimal(0)),
         output_field=DecimalField(max_digits=20, decimal_places=6),
     )
@@ -213,8 +214,13 @@ def _add_usage(into: dict[str, Any], group: dict[str, Any], *, source: str) -> N
 def _usage_groups(
     *, project: Project, window: StatsWindow
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Usage grouped by (agent, model), from messages and from agent runs."""
+    """Usage grouped by (agent, model), from messages and from agent runs.
+
+    A message whose metadata names a `run` is counted as a message but adds
+    no usage: its run reports it (the rule of tasks.services.rollups).
+    """
     sums = _usage_sums()
+    message_sums = _usage_sums(counted=~Q(metadata__has_key="run"))
     messages = (
         Message.objects.filter(
             project=project,
@@ -224,7 +230,7 @@ def _usage_groups(
         .values(
             agent_id=F("sender_id"), agent_name=F("sender__name"), model_name=F("model")
         )
-        .annotate(n=Count("pk"), **sums)
+        .annotate(n=Count("pk"), **message_sums)
         .order_by()
     )
     runs = (
@@ -256,7 +262,9 @@ def _ranked(groups: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
 def usage_stats(*, project: Project, window: StatsWindow) -> dict[str, Any]:
     """Tokens and cost of messages and runs in the window: total, by agent, by model.
 
-    Messages and runs are both counted, as in the task roll-ups.
+    Runs own the usage of messages that name them, as in the task roll-ups.
+    When the window holds every usage row of the project, each agent's
+    figures are its stored roll-ups instead of sums over the window.
     """
     total = _empty_usage()
     by_agent: dict[Any, dict[str, Any]] = {}
@@ -312,11 +320,41 @@ def usage_stats(*, project: Project, window: StatsWindow) -> dict[str, Any]:
         agent["tasks"] = group["n"]
         agent["tasks_completed"] = group["completed"]
         agent["tasks_failed"] = group["failed"]
+    if _window_holds_everything(project=project, window=window):
+        _agents_from_rollups(project=project, by_agent=by_agent)
     return {
         "total": total,
         "by_agent": _ranked(by_agent),
         "by_model": _ranked(by_model),
     }
+
+
+def _window_holds_everything(*, project: Project, window: StatsWindow) -> bool:
+    """Whether no task, run or message of the project lies outside the window."""
+    if window.until <= timezone.now():
+        return False
+    return not any(
+        model.objects.filter(project=project, created_at__lt=window.since).exists()
+        for model in (Task, AgentRun, Message)
+    )
+
+
+def _agents_from_rollups(*, project: Project, by_agent: dict[Any, dict]) -> None:
+    """Replace each agent's summed figures by its stored roll-ups."""
+    ids = [agent_id for agent_id in by_agent if agent_id is not None]
+    for agent in Agent.objects.filter(project=project, pk__in=ids):
+        entry = by_agent[agent.pk]
+        entry.update(
+            messages=agent.messages_count,
+            runs=agent.runs_count,
+            prompt_tokens=agent.prompt_tokens,
+            completion_tokens=agent.completion_tokens,
+            cached_tokens=agent.cached_tokens,
+            total_tokens=agent.prompt_tokens + agent.completion_tokens,
+            cost=Decimal(agent.cost).quantize(ZERO_COST),
+            tasks_completed=agent.tasks_completed,
+            tasks_failed=agent.tasks_failed,
+        )
 
 
 # API traffic --------------------------------------------------------------

@@ -187,7 +187,17 @@ class AgentViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         TaskDependenciesInputSerializer, TaskSerializer, "Add dependencies"
     ),
     dependency_remove=extend_schema(
-        summary="Remove one dependency", request=None, responses={204: None}
+        summary="Remove one dependency",
+        parameters=[
+            OpenApiParameter(
+                "other_id",
+                OpenApiTypes.UUID,
+                OpenApiParameter.PATH,
+                description="The task it no longer depends on.",
+            )
+        ],
+        request=None,
+        responses={204: None},
     ),
     events=extend_schema(
         summary="Events of the task after a position",

@@ -42,6 +42,10 @@ from tasks.models import (
     Task,
     TaskDependency,
 )
+from tasks.services import messages_rollup, runs_rollup, tasks_rollup
+
+# Columns the roll-ups of what prune deletes are computed from.
+USAGE_COLUMNS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cost")
 
 STAGE_BATCH = 5000
 
@@ -224,6 +228,14 @@ def _delete_conversations(ids: list, report: PruneReport) -> None:
         )
         if not message_ids:
             break
+        # Their senders' roll-ups describe stored rows: take these out.
+        messages_rollup(
+            task_id=None,
+            messages=Message.objects.filter(id__in=message_ids).only(
+                "sender_id", "metadata", "latency_ms", *USAGE_COLUMNS
+            ),
+            sign=-1,
+        )
         Message.objects.filter(reply_to_id__in=message_ids).exclude(
             conversation_id__in=ids
         ).update(reply_to=None)
@@ -283,6 +295,19 @@ def prune_run(
                 .delete()[0],
             )
             _delete_conversations(conversation_ids, report)
+            # Workflow and agent roll-ups lose these tasks and their runs.
+            tasks_rollup(
+                Task.objects.filter(id__in=task_ids).only(
+                    "workflow_id", "assigned_agent_id", "status", *USAGE_COLUMNS
+                ),
+                sign=-1,
+            )
+            runs_rollup(
+                AgentRun.objects.filter(task_id__in=task_ids).only(
+                    "agent_id", *USAGE_COLUMNS
+                ),
+                sign=-1,
+            )
             for name, n in _delete(Task.objects.filter(id__in=task_ids)).items():
                 report.add(name, n)
         report.batches += 1

@@ -5,6 +5,7 @@ import json
 from django import forms
 from django.contrib import admin
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.timezone import localtime
 
@@ -25,6 +26,7 @@ from swarmsite.admin_utils import (
     truncate,
 )
 from tasks.models import AgentRun, Task, TaskDependency, TaskStatus
+from tasks.selectors import blocked_expression
 from tasks.services import (
     TASK_UPDATABLE_FIELDS,
     task_create,
@@ -147,6 +149,32 @@ def _dependency_changes(formset) -> tuple[list, list]:
     return added, removed
 
 
+class QueueFilter(admin.SimpleListFilter):
+    """The work queue: what a claim would take now, what is leased, what expired."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request, model_admin):
+        return (
+            ("claimable", "Claimable now"),
+            ("leased", "Leased"),
+            ("expired", "Lease expired"),
+        )
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "claimable":
+            return queryset.filter(status=TaskStatus.QUEUED).filter(
+                ~blocked_expression()
+            )
+        if self.value() == "leased":
+            return queryset.filter(status=TaskStatus.RUNNING, lease_expires_at__gte=now)
+        if self.value() == "expired":
+            return queryset.filter(status=TaskStatus.RUNNING, lease_expires_at__lt=now)
+        return queryset
+
+
 @admin.register(Task)
 class TaskAdmin(
     OfferedInlinesMixin,
@@ -173,8 +201,13 @@ class TaskAdmin(
         "created_at",
     )
     list_select_related = ("project", "assigned_agent", "workflow")
-    list_filter = ("status", ("created_at", admin.DateFieldListFilter), "project")
-    search_fields = ("title", "=session_id")
+    list_filter = (
+        QueueFilter,
+        "status",
+        ("created_at", admin.DateFieldListFilter),
+        "project",
+    )
+    search_fields = ("title", "=session_id", "=key")
     uuid_search_fields = ("id", "parent", "assigned_agent", "workflow")
     ordering = ("-created_at",)
     sortable_by = ("created_at",)
@@ -195,6 +228,9 @@ class TaskAdmin(
                     "status",
                     "version",
                     "progress",
+                    "key",
+                    "attempts",
+                    "lease_expires_at",
                     "started_at",
                     "completed_at",
                     "result_summary",
@@ -219,6 +255,9 @@ class TaskAdmin(
         "status",
         "version",
         "progress",
+        "key",
+        "attempts",
+        "lease_expires_at",
         "started_at",
         "completed_at",
         "result_summary",

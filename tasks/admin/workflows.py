@@ -19,7 +19,21 @@ class WorkflowAdmin(ServiceAdminMixin, UUIDSearchMixin, admin.ModelAdmin):
     """Workflows: created through workflow_create, not edited here."""
 
     formfield_overrides = JSON_FORMFIELD_OVERRIDES
-    list_display = ("name", "project", "created_at")
+    list_display = (
+        "name",
+        "status",
+        "tasks_total",
+        "tasks_queued",
+        "tasks_running",
+        "tasks_completed",
+        "tasks_failed",
+        "tasks_cancelled",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "project",
+        "created_at",
+    )
     list_select_related = ("project",)
     list_filter = ("project",)
     search_fields = ("name",)
@@ -28,13 +42,47 @@ class WorkflowAdmin(ServiceAdminMixin, UUIDSearchMixin, admin.ModelAdmin):
     autocomplete_fields = ("project",)
     fields = ("project", "name", "description", "metadata")
 
+    # Roll-ups kept by the task and usage services; the status derives from them.
+    rollup_fields = (
+        "status",
+        "tasks_total",
+        "tasks_pending",
+        "tasks_queued",
+        "tasks_running",
+        "tasks_waiting",
+        "tasks_completed",
+        "tasks_failed",
+        "tasks_cancelled",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "cost",
+    )
+
     def get_fields(self, request, obj=None):
         if obj is None:
             return self.fields
-        return ("id", *self.fields, "tasks_link", "created_at", "updated_at")
+        return (
+            "id",
+            *self.fields,
+            *self.rollup_fields,
+            "tasks_link",
+            "created_at",
+            "updated_at",
+        )
 
     def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else ("id", "tasks_link", "created_at", "updated_at")
+        if obj is None:
+            return ()
+        return ("id", *self.rollup_fields, "tasks_link", "created_at", "updated_at")
+
+    @admin.display(description="status")
+    def status(self, obj: Workflow) -> str:
+        return obj.status
+
+    @admin.display(description="tasks")
+    def tasks_total(self, obj: Workflow) -> int:
+        return obj.tasks_total
 
     # No workflow_update service yet: a workflow cannot be changed here.
     def has_change_permission(self, request, obj=None) -> bool:

@@ -23,10 +23,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from django.db.models import F
+from django.db.models import DecimalField, F
+from django.db.models.functions import Round
 from django.utils import timezone
 
 from tasks.models import TaskStatus
@@ -48,6 +48,7 @@ AGENT_OUTCOME = {
 }
 
 Deltas = dict[Any, dict[str, Any]]
+MONEY = DecimalField(max_digits=16, decimal_places=6)
 
 
 def usage_counts(metadata: Any) -> bool:
@@ -59,9 +60,19 @@ def status_column(status: str) -> str:
     return f"tasks_{status}"
 
 
+def _plus(name: str, delta: Any) -> Any:
+    # SQLite keeps decimals as floating point: rounding to the column's
+    # places keeps a sum that returns to zero from dipping below it.
+    if name == "cost":
+        return Round(F(name) + delta, 6, output_field=MONEY)
+    return F(name) + delta
+
+
 def _apply(model: type, deltas: Deltas, *, active_at: datetime | None = None):
     for pk in sorted((pk for pk in deltas if pk is not None), key=str):
-        values = {name: F(name) + delta for name, delta in deltas[pk].items() if delta}
+        values = {
+            name: _plus(name, delta) for name, delta in deltas[pk].items() if delta
+        }
         if active_at is not None:
             values["last_active_at"] = active_at
         if values:
@@ -141,7 +152,7 @@ def task_usage_add(
     """Add usage to a task and its workflow (the task's, unless given)."""
     from tasks.models import Task, Workflow
 
-    values = {name: F(name) + usage.get(name, 0) for name in USAGE if usage.get(name)}
+    values = {name: _plus(name, usage[name]) for name in USAGE if usage.get(name)}
     if not values:
         return
     Task.objects.filter(pk=task_id).update(**values)
@@ -199,12 +210,3 @@ def messages_rollup(
     if task_id is not None and sign > 0:
         task_usage_add(task_id=task_id, **task_usage)
     agent_rollups_apply(agents, active_at=timezone.now() if sign > 0 else None)
-
-
-def zero_usage() -> dict[str, Any]:
-    return {
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "cached_tokens": 0,
-        "cost": Decimal(0),
-    }
