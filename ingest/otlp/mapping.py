@@ -18,7 +18,7 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -291,12 +291,16 @@ def model(span: Span) -> str:
     return ""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def iso(ns: int) -> str | None:
+    """A span time (nanoseconds since the epoch) as ISO 8601, to the microsecond."""
     if not ns:
         return None
     try:
-        moment = datetime.fromtimestamp(ns // 1000 / 1e6, tz=UTC)
-    except (OverflowError, OSError, ValueError):
+        moment = _EPOCH + timedelta(microseconds=ns // 1000)
+    except OverflowError:
         return None
     return moment.isoformat().replace("+00:00", "Z")
 
