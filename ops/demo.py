@@ -98,9 +98,9 @@ class _Seeder:
         try:
             return service(**kwargs)
         except (IdempotencyConflict, IntegrityError):
-            # Someone changed what the create names (an agent renamed, a row
-            # edited outside the services): a repeated create no longer
-            # matches it. Demo data must not fail `make run`.
+            # Someone changed what the create names (an agent renamed): a
+            # repeated create no longer matches it. Demo data must not fail
+            # `make run`.
             stored = model_class.objects.filter(project=self.project, pk=pk).first()
             if stored is None:
                 raise

@@ -65,10 +65,10 @@ def test_seed_demo_keeps_demo_objects_edited_since_seeding(project):
     out = seed()
 
     assert row_counts() == counts
-    # A create replayed after updates is a duplicate (tasks, runs,
-    # conversations); the renamed agent and the workflow edited outside a
-    # service no longer match their create.
-    assert "2 demo objects changed since they were seeded" in out
+    # A create replayed after updates is a duplicate (tasks, runs, workflows,
+    # conversations); only the renamed agent, registered by name, no longer
+    # matches its create.
+    assert "1 demo objects changed since they were seeded" in out
     task.refresh_from_db()
     assert task.title == "Draft the 2.3 notes"
 
