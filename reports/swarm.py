@@ -43,7 +43,7 @@ from swarmsite.models import DEFAULT_PROJECT_SLUG, Project
 
 # The stream accepts a staff session for the default project only
 # (docs/streams.md); other projects' pages read the same events over HTTP.
-POLL_MILLISECONDS = 1000
+POLL_MILLISECONDS = 750
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:

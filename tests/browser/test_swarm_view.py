@@ -18,7 +18,7 @@ import pytest
 from django.conf import settings
 
 from tests.browser.conftest import JsErrors, log_in
-from tests.e2e.stack import BASE_DIR
+from tests.e2e.stack import BASE_DIR, Http, manage
 
 pytestmark = [
     pytest.mark.slow,
@@ -198,6 +198,23 @@ def test_staff_user_logs_in_and_the_board_follows_the_api_live(browser, stack):
     page.wait_for_selector('body[data-swarm-ready="1"]')
     _assert_no_js_errors(errors)
     context.close()
+
+
+def test_another_projects_board_follows_its_events_over_http(staff_page, stack):
+    # The stream takes a staff session for the default project only.
+    page, errors = staff_page
+    manage(stack.env, "create_project", "lab", "--name", "Lab")
+    out = manage(stack.env, "create_api_key", "--project", "lab", "--name", "lab")
+    lab = Http(stack.daphne.port, out.strip().splitlines()[-1])
+    page.goto(f"{stack.url}/admin/swarm/?project=lab")
+    page.wait_for_selector('body[data-swarm-ready="1"]')
+    page.wait_for_selector("#swarm-live.is-polling", timeout=5000)
+    task = _post(lab, "/api/v1/tasks/", {"title": "Lab task"})
+    _post(lab, f"/api/v1/tasks/{task['id']}/transition/", {"status": "running"})
+    # Polled every 0.75 s, then a snapshot: still within 2 s.
+    took = _wait_live(page, f'#col-running [data-task="{task["id"]}"]')
+    print(f"board of another project: a transition showed after {took * 1000:.0f} ms")
+    _assert_no_js_errors(errors)
 
 
 def test_task_view_shows_a_transition_a_message_and_a_subtask_without_reload(
