@@ -1,10 +1,26 @@
-"""Admin of conversations and messages; writes go through conversations.services."""
+"""Admin of conversations, messages and memories; writes go through
+conversations.services."""
+
+import uuid
 
 from django.contrib import admin
+from django.db.models import OuterRef, Prefetch, Subquery
 from django.db.models.functions import Substr
 from django.utils.html import format_html, format_html_join
 
-from conversations.models import Conversation, Message, Participant
+from conversations.models import (
+    Conversation,
+    Memory,
+    Message,
+    MessageRecipient,
+    Participant,
+)
+from conversations.selectors import (
+    MAX_SEARCH_RESULTS,
+    memory_list,
+    memory_search,
+    participant_list,
+)
 from conversations.services import conversation_create, conversation_update
 from swarmsite.admin_utils import (
     JSON_FORMFIELD_OVERRIDES,
@@ -18,10 +34,12 @@ from swarmsite.admin_utils import (
     changelist_link,
     truncate,
 )
+from swarmsite.models import Project
 from tasks.admin import TASK_BIG_FIELDS
 
 MESSAGES_PER_PAGE = 50
 PREVIEW_LENGTH = 120
+TRANSCRIPT_LENGTH = 500
 
 
 def _after_seq(request) -> int:
@@ -146,6 +164,10 @@ class ConversationAdmin(
     change_fieldsets = (
         (None, {"fields": ("id", "project", "task", "title", "status", "metadata")}),
         (
+            "Transcript",
+            {"fields": ("participants_state", "transcript")},
+        ),
+        (
             "Messages",
             {
                 "fields": (
@@ -165,6 +187,8 @@ class ConversationAdmin(
         "id",
         "project",
         "task",
+        "participants_state",
+        "transcript",
         "message_pages",
         "message_count",
         "last_message_at",
@@ -228,6 +252,79 @@ class ConversationAdmin(
             MESSAGES_PER_PAGE,
             links,
             everything,
+        )
+
+    @admin.display(description="participants")
+    def participants_state(self, obj: Conversation) -> str:
+        rows = format_html_join(
+            "",
+            "<li>{} <em>{}</em>: {}, {} sent, read up to #{}</li>",
+            (
+                (
+                    link.agent.name,
+                    link.role or "no role",
+                    "active" if link.active else f"left {link.left_at:%Y-%m-%d %H:%M}",
+                    link.message_count,
+                    link.last_read_seq,
+                )
+                for link in participant_list(conversation=obj).select_related("agent")
+            ),
+        )
+        return format_html("<ul>{}</ul>", rows) if rows else "none"
+
+    @admin.display(description="transcript")
+    def transcript(self, obj: Conversation) -> str:
+        """One page of messages as a transcript: who to whom, threads, revisions."""
+        after = getattr(obj, "admin_after_seq", 0)
+        messages = (
+            Message.objects.filter(conversation=obj, seq__gt=after)
+            .select_related("sender")
+            .prefetch_related(
+                Prefetch(
+                    "recipient_links",
+                    queryset=MessageRecipient.objects.select_related("agent").order_by(
+                        "id"
+                    ),
+                )
+            )
+            .annotate(
+                reply_seq=Subquery(
+                    Message.objects.filter(pk=OuterRef("reply_to_id")).values("seq")
+                ),
+                thread_seq=Subquery(
+                    Message.objects.filter(pk=OuterRef("thread")).values("seq")
+                ),
+                content_head=Substr("content", 1, TRANSCRIPT_LENGTH + 1),
+            )
+            .defer("content", "tool_calls", "metadata")
+            .order_by("seq")[:MESSAGES_PER_PAGE]
+        )
+        lines = []
+        for m in messages:
+            to = ", ".join(link.agent.name for link in m.recipient_links.all())
+            reply = f" ↳ #{m.reply_seq}" if m.reply_seq else ""
+            thread = f" thread #{m.thread_seq}" if m.thread_seq != m.seq else ""
+            revised = f" (revised, revision {m.revision})" if m.revision > 1 else ""
+            lines.append(
+                (
+                    m.seq,
+                    m.role,
+                    m.sender.name if m.sender else "—",
+                    f" → {to}" if to else "",
+                    f"{reply}{thread}",
+                    revised,
+                    truncate(m.content_head or "", TRANSCRIPT_LENGTH),
+                )
+            )
+        if not lines:
+            return "no messages"
+        return format_html(
+            '<ol class="transcript" style="list-style:none;padding:0">{}</ol>',
+            format_html_join(
+                "",
+                "<li><b>#{} {}</b> {}{}<small>{}</small><em>{}</em>: {}</li>",
+                lines,
+            ),
         )
 
     def service_save(self, request, form, formsets, change):
@@ -335,4 +432,84 @@ class MessageAdmin(
 
     @admin.display(description="content")
     def content_preview(self, obj: Message) -> str:
+        return truncate(getattr(obj, "content_head", None) or "", PREVIEW_LENGTH)
+
+
+@admin.register(Memory)
+class MemoryAdmin(
+    PrettyJSONMixin,
+    ReadOnlyAdminMixin,
+    LargeTableAdminMixin,
+    UUIDSearchMixin,
+    admin.ModelAdmin,
+):
+    """Memories, view only; the search box ranks like `?q=` in the API."""
+
+    json_fields = ("tags", "metadata")
+    list_display = (
+        "display_key",
+        "project",
+        "agent",
+        "namespace",
+        "content_preview",
+        "version",
+        "expires_at",
+        "created_at",
+    )
+    list_select_related = ("project", "agent")
+    list_filter = ("namespace", ("created_at", admin.DateFieldListFilter), "project")
+    search_fields = ("content",)
+    uuid_search_fields = ("uuid", "agent", "task", "conversation")
+    ordering = ("-created_at", "-id")
+    sortable_by = ("created_at",)
+    fields = (
+        "uuid",
+        "project",
+        "agent",
+        "namespace",
+        "key",
+        "content",
+        "tags_json",
+        "metadata_json",
+        "task",
+        "conversation",
+        "expires_at",
+        "version",
+        "created_at",
+        "updated_at",
+    )
+
+    def changelist_queryset(self, qs):
+        return qs.annotate(content_head=Substr("content", 1, PREVIEW_LENGTH + 1)).defer(
+            "content", "metadata"
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            uuid.UUID(term)
+        except ValueError:
+            pass
+        else:
+            return super().get_search_results(request, queryset, search_term)
+        # The API's full-text search in each project; the list's filters
+        # then apply to what it found.
+        ids: list[int] = []
+        for project in Project.objects.all():
+            page = memory_search(
+                memories=memory_list(project=project),
+                text=search_term,
+                limit=MAX_SEARCH_RESULTS,
+            )
+            ids += [m.pk for m in page.results]
+        return queryset.filter(pk__in=ids), False
+
+    @admin.display(description="memory", ordering="created_at")
+    def display_key(self, obj: Memory) -> str:
+        return obj.key or str(obj.uuid)
+
+    @admin.display(description="content")
+    def content_preview(self, obj: Memory) -> str:
         return truncate(getattr(obj, "content_head", None) or "", PREVIEW_LENGTH)
