@@ -14,10 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from django.conf import settings
@@ -113,9 +114,15 @@ class Daphne:
     """
 
     def __init__(
-        self, env: dict[str, str], log: Path, ready_path: str = "/healthz"
+        self,
+        env: dict[str, str],
+        log: Path,
+        ready_path: str = "/healthz",
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        # `port`: restart on the port of a killed predecessor, so clients
+        # keep their address.
+        self.port = port or free_port()
         self.log = log
         with log.open("ab") as out:
             self.process = subprocess.Popen(
@@ -170,6 +177,85 @@ class Daphne:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+
+def postgres_binaries() -> Path | None:
+    """The bin folder of the newest PostgreSQL server installed, if any."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: (
+            int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0
+        ),
+    )
+    return found[-1].parent if found else None
+
+
+class PostgresCluster:
+    """A private PostgreSQL cluster on a free port in a temporary folder.
+
+    Never the machine's shared server: its own data folder, port and socket
+    folder. As root, it runs as the `postgres` OS user (initdb refuses root).
+    """
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin = bin_dir
+        self.root = Path(tempfile.mkdtemp(prefix="swarmsite-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.prefix:
+            shutil.chown(self.root, user="postgres")
+
+    def _run(self, tool: str, *args: str) -> None:
+        done = subprocess.run(
+            [*self.prefix, str(self.bin / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def init(self) -> None:
+        self._run(
+            "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
+            "--no-sync", "-E", "UTF8",
+        )  # fmt: skip
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c max_connections=60"
+        )
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "pg.log"),
+            "-o", options, "-w", "-t", "60", "start",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        """A new database in the cluster; its DATABASE_URL."""
+        self._run(
+            "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+            name,
+        )  # fmt: skip
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+
+    def destroy(self) -> None:
+        """Stop the cluster if it runs and remove its folder."""
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run(
+                [*self.prefix, str(self.bin / "pg_ctl"), "-D", str(self.data),
+                 "-m", "immediate", "-w", "stop"],
+                capture_output=True, timeout=60,
+            )  # fmt: skip
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def log_text(self) -> str:
+        path = self.root / "pg.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
 
 class Redis:
@@ -275,3 +361,111 @@ class Http:
             if not body["results"]:
                 return found
             after = body["next_after"]
+
+
+class Answer:
+    """One attempt of a request: status 0 when no HTTP answer came."""
+
+    __slots__ = ("status", "error", "retry_after", "body", "started", "ended")
+
+    def __init__(self, status, error, retry_after, body, started, ended) -> None:
+        self.status = status
+        self.error = error
+        self.retry_after = retry_after
+        self.body = body
+        self.started = started
+        self.ended = ended
+
+    def __repr__(self) -> str:
+        what = self.error if self.status == 0 else str(self.body)[:300]
+        return f"<{self.status} {what} retry_after={self.retry_after}>"
+
+
+class RetryingIngest:
+    """A client that resends the same ingest batch until it gets an answer.
+
+    Connection errors (refused, reset, timeouts), 429 and 5xx are retried
+    with the same items (and so the same ids), after `Retry-After` (capped
+    at `max_wait`) or `pause`. Every attempt is kept in `answers`.
+    """
+
+    RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+    def __init__(
+        self,
+        port: int,
+        key: str,
+        *,
+        timeout: float = 30,
+        pause: float = 0.05,
+        max_wait: float = 1.0,
+        give_up_after: float = 120,
+        max_attempts: int = 5000,
+    ) -> None:
+        self.port = port
+        self.key = key
+        self.timeout = timeout
+        self.pause = pause
+        self.max_wait = max_wait
+        self.give_up_after = give_up_after
+        self.max_attempts = max_attempts
+        self.conn: http.client.HTTPConnection | None = None
+        self.answers: list[Answer] = []
+
+    def _attempt(self, payload: bytes) -> Answer:
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {self.key}",
+        }
+        started = time.monotonic()
+        try:
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(
+                    "127.0.0.1", self.port, timeout=self.timeout
+                )
+            self.conn.request("POST", "/api/v1/ingest/", payload, headers)
+            response = self.conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = None
+            return Answer(0, type(exc).__name__, None, None, started, time.monotonic())
+        try:
+            body = json.loads(data) if data else None
+        except ValueError:
+            body = data.decode(errors="replace")
+        if response.getheader("Connection", "").lower() == "close":
+            self.conn.close()
+            self.conn = None
+        return Answer(
+            response.status,
+            "",
+            response.getheader("Retry-After"),
+            body,
+            started,
+            time.monotonic(),
+        )
+
+    def send(self, items: list[dict]) -> Answer:
+        """The first answer that is not retried (200, 207, 4xx)."""
+        payload = json.dumps({"items": items}).encode()
+        deadline = time.monotonic() + self.give_up_after
+        for _ in range(self.max_attempts):
+            answer = self._attempt(payload)
+            self.answers.append(answer)
+            if answer.status != 0 and answer.status not in self.RETRY_STATUSES:
+                return answer
+            if time.monotonic() > deadline:
+                break
+            wait = self.pause
+            if answer.retry_after:
+                with suppress(ValueError):
+                    wait = min(float(answer.retry_after), self.max_wait)
+            time.sleep(wait)
+        raise AssertionError(f"gave up on a batch; last answer {answer}")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
