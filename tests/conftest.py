@@ -8,8 +8,7 @@ from rest_framework.test import APIClient
 
 from audit.middleware import buffer as request_audits
 from swarmsite.models import Project
-from swarmsite.services import api_key_create
-from tests.swarmsite.factories import ProjectFactory
+from tests.swarmsite.factories import ApiKeyFactory, ProjectFactory
 from tests.tasks.factories import AgentFactory, TaskFactory
 
 
@@ -55,8 +54,8 @@ def make_api_client():
     """Builds an APIClient holding a new key of `project` with `scopes`."""
 
     def make(project, *, scopes=("read", "write"), name="tests") -> APIClient:
-        _, secret = api_key_create(project=project, name=name, scopes=list(scopes))
-        return bearer_client(secret)
+        key = ApiKeyFactory(project=project, name=name, scopes=scopes)
+        return bearer_client(key.secret)
 
     return make
 

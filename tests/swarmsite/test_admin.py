@@ -23,7 +23,7 @@ from swarmsite.admin_utils import (
 )
 from swarmsite.errors import NotFound, ValidationError, VersionConflict
 from swarmsite.models import ApiKey, Project
-from swarmsite.services import api_key_create, project_create
+from swarmsite.services import project_create
 from tasks.models import (
     Agent,
     AgentHeartbeat,
@@ -39,6 +39,7 @@ from tasks.services import (
     task_create,
     workflow_create,
 )
+from tests.swarmsite.factories import ApiKeyFactory
 from tests.utils import messages_of, postgres_only
 
 pytestmark = pytest.mark.django_db
@@ -51,7 +52,7 @@ pytestmark = pytest.mark.django_db
 def every_model(project, agent, task):
     """One row at least of every model, each written through its service."""
     other, _ = project_create(slug="other", name="Other")
-    key, _ = api_key_create(project=project, name="ci")
+    key = ApiKeyFactory(project=project, name="ci")
     child, _ = agent_register(project=project, name="helper", parent=agent)
     agent_heartbeat(agent=agent, status="busy", details={"load": 0.5})
     workflow, _ = workflow_create(project=project, name="nightly")
@@ -190,7 +191,7 @@ def test_api_key_add_shows_the_secret_once_and_stores_its_hash(staff_client, pro
 
 
 def test_api_key_pages_never_show_the_hash(staff_client, project):
-    key, _ = api_key_create(project=project, name="ci")
+    key = ApiKeyFactory(project=project, name="ci")
     for url in (_url(ApiKey, "changelist"), _url(ApiKey, "change", key.pk)):
         response = staff_client.get(url)
         assert response.status_code == 200
@@ -199,7 +200,7 @@ def test_api_key_pages_never_show_the_hash(staff_client, project):
 
 
 def test_api_key_revoke_action_goes_through_the_service(staff_client, project):
-    key, _ = api_key_create(project=project, name="ci")
+    key = ApiKeyFactory(project=project, name="ci")
     response = staff_client.post(
         _url(ApiKey, "changelist"),
         {"action": "revoke_keys", "_selected_action": [key.pk]},
@@ -212,7 +213,7 @@ def test_api_key_revoke_action_goes_through_the_service(staff_client, project):
 
 
 def test_api_key_cannot_be_changed_or_deleted(staff_client, project):
-    key, _ = api_key_create(project=project, name="ci")
+    key = ApiKeyFactory(project=project, name="ci")
     change = staff_client.post(_url(ApiKey, "change", key.pk), {"name": "renamed"})
     assert change.status_code == 403
     assert staff_client.get(_url(ApiKey, "delete", key.pk)).status_code == 403

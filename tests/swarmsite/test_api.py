@@ -14,6 +14,7 @@ from swarmsite.pagination import CreatedCursorPagination
 from swarmsite.services import api_key_create, api_key_revoke
 from swarmsite.throttling import PrincipalRateThrottle
 from tests.conftest import assert_error, bearer_client
+from tests.swarmsite.factories import ApiKeyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -68,7 +69,7 @@ def test_a_revoked_or_expired_key_answers_401(project, key_and_secret):
 
 
 def test_a_key_sees_only_its_own_project(api, other_project, task):
-    _, other_secret = api_key_create(project=other_project, name="other")
+    other_secret = ApiKeyFactory(project=other_project).secret
     other = bearer_client(other_secret)
     assert other.get("/api/v1/tasks/").json()["results"] == []
     assert_error(other.get(f"/api/v1/tasks/{task.pk}/"), 404, "not_found")
@@ -76,7 +77,7 @@ def test_a_key_sees_only_its_own_project(api, other_project, task):
 
 
 def test_an_admin_scope_key_may_read_and_write(project):
-    _, secret = api_key_create(project=project, name="adm", scopes=["admin"])
+    secret = ApiKeyFactory(project=project, scopes=["admin"]).secret
     client = bearer_client(secret)
     assert client.get("/api/v1/tasks/").status_code == 200
     assert (
@@ -85,7 +86,7 @@ def test_an_admin_scope_key_may_read_and_write(project):
 
 
 def test_a_write_only_key_cannot_read(project):
-    _, secret = api_key_create(project=project, name="w", scopes=["write"])
+    secret = ApiKeyFactory(project=project, scopes=["write"]).secret
     client = bearer_client(secret)
     assert_error(client.get("/api/v1/tasks/"), 403, "permission_denied")
     assert (

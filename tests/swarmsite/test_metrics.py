@@ -7,9 +7,9 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarmsite.metrics import UNMATCHED_ROUTE
-from swarmsite.services import api_key_create
 from tasks.services import task_create
 from tests.conftest import assert_error
+from tests.swarmsite.factories import ApiKeyFactory
 from tests.utils import postgres_only
 
 pytestmark = pytest.mark.django_db
@@ -52,13 +52,13 @@ def test_metrics_without_a_configured_token_accepts_no_empty_bearer(client):
 
 
 def test_metrics_refuses_a_key_without_admin_scope(client, project):
-    _, secret = api_key_create(project=project, name="rw", scopes=["read", "write"])
+    secret = ApiKeyFactory(project=project, scopes=["read", "write"]).secret
     response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {secret}")
     assert_error(response, 403, "permission_denied")
 
 
 def test_metrics_accepts_an_admin_scope_key(client, project):
-    _, secret = api_key_create(project=project, name="ops", scopes=["admin"])
+    secret = ApiKeyFactory(project=project, scopes=["admin"]).secret
     families = _scrape(client, secret)
     assert "swarmsite_http_requests" in families
 
