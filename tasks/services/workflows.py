@@ -51,8 +51,8 @@ def workflow_create(
     """Create a workflow; returns `(workflow, created)`.
 
     With an `id` that exists, the body is judged against the one that
-    created it (same: that workflow; else 409). Without an id, an existing
-    name returns that workflow, as agents do.
+    created it (same: that workflow; else 409). Otherwise an existing name
+    returns that workflow, as agents do.
     """
     pk = parse_uuid(workflow_id, field="id")
     workflow = Workflow(
@@ -78,10 +78,8 @@ def workflow_create(
             return stored, False
     existing = Workflow.objects.filter(project=project, name=name).first()
     if existing is not None:
-        if pk is not None:
-            raise IdempotencyConflict(
-                f"A workflow named {name!r} exists with another id."
-            )
+        # Idempotent by name, as agents are: a new id for a known name
+        # answers the stored workflow.
         return existing, False
     workflow.create_digest = body_digest(snapshot)
     workflow.save(force_insert=True)
