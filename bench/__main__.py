@@ -11,6 +11,7 @@ BENCHMARKS = [
     "bench.otlp",
     "bench.export",
     "bench.client",
+    "bench.queue",
 ]
 
 
