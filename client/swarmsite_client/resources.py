@@ -245,11 +245,12 @@ class Tasks(Resource):
         workflow: IdLike | None = None,
         session_id: str | None = None,
         lease_seconds: int | None = None,
+        operation_id: IdLike | None = None,
     ) -> Any:
         """Take the next claimable task (now `running`), or None if none is.
 
-        Not resent once it may have reached the server: a resent claim could
-        take a second task.
+        The claim carries an operation id: resent after a lost answer, it
+        answers the task it took the first time instead of taking another.
         """
         return self._write(
             "POST",
@@ -260,7 +261,11 @@ class Tasks(Resource):
                 session_id=session_id,
                 lease_seconds=lease_seconds,
             ),
-            idempotent=False,
+            operation_id=operation_id,
+            endpoint="tasks.claim",
+            # A server that refuses the operation id is an old one: no
+            # resending a claim that may have been applied.
+            idempotent=True,
         )
 
     def heartbeat(
@@ -331,12 +336,26 @@ class Workflows(Resource):
     def get(self, id: IdLike) -> Any:
         return self._call(Call("GET", f"workflows/{_p(id)}/"))
 
-    def update(self, id: IdLike, **fields: Any) -> Any:
-        return self._write("PATCH", f"workflows/{_p(id)}/", body(**fields))
+    def update(
+        self, id: IdLike, *, operation_id: IdLike | None = None, **fields: Any
+    ) -> Any:
+        return self._write(
+            "PATCH",
+            f"workflows/{_p(id)}/",
+            body(**fields),
+            operation_id=operation_id,
+            endpoint="workflows.update",
+        )
 
-    def cancel(self, id: IdLike) -> Any:
+    def cancel(self, id: IdLike, *, operation_id: IdLike | None = None) -> Any:
         """Cancel every unfinished task of the workflow."""
-        return self._write("POST", f"workflows/{_p(id)}/cancel/", {})
+        return self._write(
+            "POST",
+            f"workflows/{_p(id)}/cancel/",
+            {},
+            operation_id=operation_id,
+            endpoint="workflows.cancel",
+        )
 
 
 class Conversations(Resource):
@@ -622,8 +641,16 @@ class Memories(Resource):
     def list(self, *, page_size: int | None = None, **filters: Any):
         return _list(self, "memories/", page_size, **filters)
 
-    def update(self, id: IdLike, **fields: Any) -> Any:
-        return self._write("PATCH", f"memories/{_p(id)}/", body(**fields))
+    def update(
+        self, id: IdLike, *, operation_id: IdLike | None = None, **fields: Any
+    ) -> Any:
+        return self._write(
+            "PATCH",
+            f"memories/{_p(id)}/",
+            body(**fields),
+            operation_id=operation_id,
+            endpoint="memories.update",
+        )
 
     def delete(self, id: IdLike) -> Any:
         return self._call(
