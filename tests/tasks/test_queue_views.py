@@ -244,3 +244,75 @@ def test_claim_and_workflow_endpoints_are_in_the_schema(client):
     assert "/api/v1/tasks/{id}/heartbeat/" in paths
     assert "/api/v1/workflows/{id}/cancel/" in paths
     assert "/api/v1/agents/{id}/heartbeats/" in paths
+
+
+def test_admin_queue_filter_shows_claimable_leased_and_expired(
+    staff_client, project, agent
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tasks.services import task_claim
+
+    dep = queued(project, "dependency")
+    queued(project, "blocked", depends_on=[dep.pk])
+    free = queued(project, "free", priority=-1)
+    leased = task_claim(project=project, agent=agent)
+    assert leased.pk == dep.pk
+    expired = task_claim(project=project, agent=agent)
+    Task.objects.filter(pk=expired.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=5)
+    )
+
+    def titles(queue):
+        response = staff_client.get("/admin/tasks/task/", {"queue": queue})
+        assert response.status_code == 200
+        return {t.title for t in response.context["cl"].result_list}
+
+    assert titles("leased") == {"dependency"}
+    assert titles("expired") == {expired.title}
+    assert free.title not in titles("leased")
+    assert "blocked" not in titles("claimable")
+
+
+def test_admin_workflow_list_shows_rollups_and_status(staff_client, project):
+    from tasks.services import workflow_create
+
+    flow, _ = workflow_create(project=project, name="etl")
+    task, _ = task_create(project=project, title="a", workflow=flow.pk)
+    task_transition(task=task, status="cancelled")
+
+    response = staff_client.get("/admin/tasks/workflow/")
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "etl" in content and "cancelled" in content
+    detail = staff_client.get(f"/admin/tasks/workflow/{flow.pk}/change/")
+    assert detail.status_code == 200
+
+
+def test_stats_by_agent_read_the_rollups_and_count_usage_once(
+    client, project, agent, task
+):
+    from conversations.services import conversation_create, message_append
+    from tasks.services import run_create
+
+    run, _ = run_create(project=project, task=task, agent=agent, prompt_tokens=40)
+    conversation, _ = conversation_create(project=project, task=task)
+    message_append(
+        conversation=conversation,
+        messages=[
+            {
+                "role": "assistant",
+                "sender": str(agent.pk),
+                "prompt_tokens": 40,
+                "metadata": {"run": str(run.pk)},
+            },
+        ],
+    )
+
+    stats = client.get("/api/v1/stats/").json()
+
+    assert stats["usage"]["prompt_tokens"] == 40
+    (mine,) = [a for a in stats["by_agent"] if a["agent"] == str(agent.pk)]
+    assert (mine["prompt_tokens"], mine["messages"], mine["runs"]) == (40, 1, 1)
