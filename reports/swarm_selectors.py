@@ -35,7 +35,12 @@ from django.utils import timezone
 
 from audit.models import Event
 from audit.selectors import event_latest_position, event_stream_page
-from conversations.models import Conversation, Message, Participant
+from conversations.models import (
+    Conversation,
+    Message,
+    MessageRecipient,
+    Participant,
+)
 from swarmsite.errors import NotFound
 from swarmsite.models import DEFAULT_PROJECT_SLUG, Project
 from tasks.models import (
@@ -310,9 +315,13 @@ def _recipients(
     message: dict[str, Any],
     participants: list[Any],
     callers: dict[str, Any],
+    stored: dict[Any, list[Any]],
 ) -> list[Any]:
-    """Who a message was for: the caller of a tool, else the other participant
-    of a two-agent conversation, else everyone (an empty list)."""
+    """Who a message was for: the recipients it names; else the caller of a
+    tool, or the other participant of a two-agent conversation; else
+    everyone (an empty list)."""
+    if stored.get(message["id"]):
+        return stored[message["id"]]
     if message["role"] == "tool" and message["tool_call_id"] in callers:
         return [callers[message["tool_call_id"]]]
     sender = message["sender_id"]
@@ -381,11 +390,17 @@ def _conversations(ids: RawSQL) -> dict[str, Any]:
             "cost",
             "latency_ms",
             "reply_to_id",
+            "revision",
             "created_at",
         )
     )
     for row in latest:
         messages[row["conversation_id"]].append(row)
+    stored: dict[Any, list[Any]] = {}
+    for message_id, agent_id in MessageRecipient.objects.filter(
+        message_id__in=[m["id"] for shown in messages.values() for m in shown]
+    ).values_list("message_id", "agent_id"):
+        stored.setdefault(message_id, []).append(agent_id)
     out = []
     for conv in rows:
         conv_id = conv["id"]
@@ -402,7 +417,9 @@ def _conversations(ids: RawSQL) -> dict[str, Any]:
                     "seq": m["seq"],
                     "role": m["role"],
                     "sender": m["sender_id"],
-                    "recipients": _recipients(m, participants[conv_id], callers),
+                    "recipients": _recipients(
+                        m, participants[conv_id], callers, stored
+                    ),
                     "content": m["text"],
                     "truncated": len(m["text"] or "") >= MESSAGE_CONTENT_CHARS,
                     "tool_calls": m["tool_calls"],
@@ -414,6 +431,7 @@ def _conversations(ids: RawSQL) -> dict[str, Any]:
                     "cost": m["cost"],
                     "latency_ms": m["latency_ms"],
                     "reply_to": m["reply_to_id"],
+                    "revision": m["revision"],
                     "created_at": m["created_at"],
                 }
             )

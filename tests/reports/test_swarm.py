@@ -158,6 +158,25 @@ def test_task_snapshot_transcripts_name_sender_recipient_and_tool_calls(swarm):
     )
 
 
+def test_recipients_a_message_names_are_shown_as_they_are(swarm):
+    planner, (w1, w2) = swarm["planner"], swarm["workers"]
+    message_append(
+        conversation=swarm["conversation"],
+        messages=[
+            {
+                "role": "assistant",
+                "sender": w1.pk,
+                "content": "Both of you: done.",
+                "recipients": [planner.pk, w2.pk],
+            }
+        ],
+    )
+    snapshot = swarm_task_snapshot(task_id=swarm["goal"].pk)
+    last = snapshot["conversations"][0]["messages"][-1]
+    assert last["content"] == "Both of you: done."
+    assert sorted(last["recipients"]) == sorted([planner.pk, w2.pk])
+
+
 def test_a_subtask_snapshot_names_its_parent(swarm):
     snapshot = swarm_task_snapshot(task_id=swarm["analyse"].pk)
     assert snapshot["parent"] == {"id": swarm["goal"].pk, "title": "Goal"}
@@ -205,7 +224,7 @@ def _wide_task(project, subtasks: int, runs: int, conversations: int = 0):
     return root
 
 
-SNAPSHOT_QUERIES = 13
+SNAPSHOT_QUERIES = 14
 
 
 def test_task_snapshot_queries_do_not_grow_with_the_subtasks(

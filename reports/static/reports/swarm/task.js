@@ -678,6 +678,7 @@
         to ? h("span", null, "→ " + to) : null,
         h("span", { class: "role" }, m.role + (m.tool_call_id ? " · result of " + m.tool_call_id : "")),
         m.model ? h("span", { class: "mono" }, m.model) : null,
+        m.revision > 1 ? h("span", { title: "revised; earlier content is in the event message.revised" }, "edited") : null,
         h("span", { class: "usage" }, usage.join(" · ")),
         h("span", null, S.clock(m.created_at))),
       body);
