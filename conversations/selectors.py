@@ -259,20 +259,27 @@ SEARCH_CANDIDATES = 5000
 def _pg_ranked(memories: QuerySet[Memory], query: str):
     table = Memory._meta.db_table
     tsquery = f"websearch_to_tsquery('{search.PG_CONFIG}', %s)"
-    candidates = (
-        memories.order_by()
-        .extra(where=[f"{table}.search_vector @@ {tsquery}"], params=[query])
-        .values("id")[:SEARCH_CANDIDATES]
-    )
-    ranked = (
-        Memory.objects.filter(id__in=candidates)
-        .annotate(
-            score=RawSQL(f"ts_rank_cd({table}.search_vector, {tsquery})", [query])
-        )
-        .order_by("-score", "-id")
-    )
+    # Two statements: the extra WHERE names the table, which a subquery
+    # would alias (and so correlate with the outer query).
+    candidates: list[int] | None = None
 
     def page(offset: int, limit: int) -> list[Memory]:
+        nonlocal candidates
+        if candidates is None:
+            candidates = list(
+                memories.order_by()
+                .extra(where=[f"{table}.search_vector @@ {tsquery}"], params=[query])
+                .values_list("id", flat=True)[:SEARCH_CANDIDATES]
+            )
+        if not candidates:
+            return []
+        ranked = (
+            Memory.objects.filter(id__in=candidates)
+            .annotate(
+                score=RawSQL(f"ts_rank_cd({table}.search_vector, {tsquery})", [query])
+            )
+            .order_by("-score", "-id")
+        )
         return list(ranked[offset : offset + limit])
 
     return page
