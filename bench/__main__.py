@@ -12,6 +12,7 @@ BENCHMARKS = [
     "bench.export",
     "bench.client",
     "bench.queue",
+    "bench.memory",
 ]
 
 
