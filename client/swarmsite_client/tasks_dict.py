@@ -209,6 +209,9 @@ class TasksDict(MutableMapping):
       in two namespaces is two tasks).
     - `defaults`: fields given to every task this mapping creates
       (`session_id`, `workflow`, `assigned_agent`...).
+    - `filters`: task-list filters that bound iteration and `len()`
+      (e.g. `{"session_id": "run-42"}`); without them they walk every task
+      of the project.
     """
 
     def __init__(
@@ -220,6 +223,7 @@ class TasksDict(MutableMapping):
         live: bool = True,
         namespace: str | None = None,
         defaults: dict[str, Any] | None = None,
+        filters: dict[str, Any] | None = None,
         client: Client | None = None,
     ) -> None:
         self._client = client or Client(url, api_key)
@@ -227,6 +231,7 @@ class TasksDict(MutableMapping):
         self.ttl = ttl
         self.namespace = namespace
         self.defaults = dict(defaults or {})
+        self.filters = dict(filters or {})
         self._lock = threading.RLock()
         # key -> (task, monotonic time read)
         self._cache: dict[str, tuple[dict, float]] = {}
@@ -299,6 +304,18 @@ class TasksDict(MutableMapping):
         """The id of the task a key names (derived from the key)."""
         return derived_id("task", key, self.namespace)
 
+    def server_key(self, key: str) -> str:
+        """The task's `key` on the server: the key, after the namespace."""
+        return f"{self.namespace}:{key}" if self.namespace else key
+
+    def _user_key(self, server_key: str | None) -> str | None:
+        if not server_key or not self.namespace:
+            return server_key
+        prefix = f"{self.namespace}:"
+        return (
+            server_key[len(prefix) :] if server_key.startswith(prefix) else server_key
+        )
+
     def _fresh(self, read_at: float, task_id: str | None) -> bool:
         now = time.monotonic()
         if task_id is not None and self._changed_at.get(task_id, 0.0) >= read_at:
@@ -338,8 +355,11 @@ class TasksDict(MutableMapping):
         task = self._fetch(key, self.task_id(key))
         if task is None and self._server_keys is not False:
             read_at = time.monotonic()
-            for found in self._client.tasks.list(key=key, fields="full", page_size=5):
-                if found.get("key") == key:
+            server_key = self.server_key(key)
+            for found in self._client.tasks.list(
+                key=server_key, fields="full", page_size=5
+            ):
+                if found.get("key") == server_key:
                     task = self._remember(key, found, read_at)
                 break
         if task is None and _is_uuid(key):
@@ -359,11 +379,14 @@ class TasksDict(MutableMapping):
             return listing[0]
         read_at = time.monotonic()
         keys = []
-        for task in self._client.tasks.list(fields="full", page_size=500):
+        for task in self._client.tasks.list(
+            fields="full", page_size=500, **self.filters
+        ):
             metadata = task.get("metadata") or {}
             if metadata.get("tasks_dict_deleted"):
                 continue
-            key = task.get("key") or metadata.get(KEY_FIELD) or task["id"]
+            key = self._user_key(task.get("key")) or metadata.get(KEY_FIELD)
+            key = key or task["id"]
             keys.append(key)
             self._remember(key, task, read_at)
         keys.reverse()  # oldest first, as a dict iterates in insertion order
@@ -417,7 +440,7 @@ class TasksDict(MutableMapping):
         if self._server_keys is not False:
             try:
                 task = self._client.tasks.create(
-                    id=task_id, key=key, metadata=metadata, **data
+                    id=task_id, key=self.server_key(key), metadata=metadata, **data
                 )
             except errors.ValidationError as exc:
                 if set(exc.fields) != {"key"}:

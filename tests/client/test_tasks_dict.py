@@ -73,6 +73,10 @@ def test_a_program_written_for_a_dict_runs_unchanged_and_leaves_its_history(
     # every step of their history.
     stored = client.tasks.get(derived_id("task", f"{prefix}-step-0"))
     assert stored["status"] == "completed" and stored["result"] == {"answer": 0}
+    assert stored["key"] == f"{prefix}-step-0"
+    assert [t["id"] for t in client.tasks.list(key=f"{prefix}-step-0")] == [
+        stored["id"]
+    ]
     changes = [
         (e["payload"]["from"], e["payload"]["to"])
         for e in client.tasks.events(stored["id"])
@@ -113,3 +117,22 @@ def test_reads_are_refreshed_by_the_event_stream_not_a_ttl(live, client):
     finally:
         tasks.close()
         other.close()
+
+
+@pytest.mark.slow
+def test_filters_bound_iteration_and_defaults_go_to_new_tasks(live):
+    run = uuid.uuid4().hex
+    scoped = TasksDict(
+        live.url, live.key, live=False, namespace=run,
+        filters={"session_id": run}, defaults={"session_id": run},
+    )  # fmt: skip
+    try:
+        scoped["a"] = {"description": "first"}
+        scoped.update(b={"description": "second", "status": "queued"})
+        assert len(scoped) == 2 and list(scoped) == ["a", "b"]
+        assert scoped["b"]["status"] == "queued"
+        assert scoped["a"]["session_id"] == run
+        assert scoped.setdefault("a", {})["description"] == "first"
+        assert scoped["a"]["key"] == f"{run}:a"  # namespaced on the server
+    finally:
+        scoped.close()
