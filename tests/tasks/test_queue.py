@@ -145,9 +145,9 @@ def test_an_expired_lease_goes_back_to_queued_on_the_next_claim(project, agent):
     assert taken.assigned_agent_id == other.pk
     assert taken.attempts == 2
     kinds = list(
-        Event.objects.filter(task_id=task.pk).order_by("position").values_list(
-            "kind", flat=True
-        )
+        Event.objects.filter(task_id=task.pk)
+        .order_by("position")
+        .values_list("kind", flat=True)
     )
     assert kinds[-2:] == ["task.lease_expired", "task.status_changed"]
     with pytest.raises(Conflict):
