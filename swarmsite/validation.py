@@ -42,7 +42,8 @@ class Resolver:
         self.model = model
         self.project = project
         self.wanted: set[uuid.UUID] = set()
-        self.found: dict[Any, Any] | None = None
+        self.loaded: set[uuid.UUID] = set()
+        self.found: dict[Any, Any] = {}
 
     def _key(self, value: Any) -> Any:
         if isinstance(value, self.model):
@@ -57,7 +58,6 @@ class Resolver:
             key = self._key(value)
             if isinstance(key, uuid.UUID):
                 self.wanted.add(key)
-                self.found = None
 
     def want_many(self, values: Any) -> None:
         if isinstance(values, list | tuple | set):
@@ -65,17 +65,14 @@ class Resolver:
                 self.want(value)
 
     def _rows(self) -> dict[Any, Any]:
-        if self.found is None:
-            self.found = (
-                {
-                    o.pk: o
-                    for o in self.model.objects.filter(
-                        project=self.project, pk__in=self.wanted
-                    )
-                }
-                if self.wanted
-                else {}
+        # Only keys named since the last fetch cost a query.
+        missing = self.wanted - self.loaded
+        if missing:
+            self.found.update(
+                (o.pk, o)
+                for o in self.model.objects.filter(project=self.project, pk__in=missing)
             )
+            self.loaded |= missing
         return self.found
 
     def one(self, *, field: str, value: Any, earlier: dict | None = None) -> Any:

@@ -2,7 +2,8 @@ from datetime import timedelta
 
 import pytest
 
-from swarmsite.validation import parse_age
+from swarmsite.validation import Resolver, parse_age
+from tasks.models import Agent
 
 
 @pytest.mark.parametrize(
@@ -22,3 +23,16 @@ def test_ages_read_hours_days_and_weeks(value, age):
 def test_an_age_without_a_known_unit_is_refused_by_name(value):
     with pytest.raises(ValueError, match="is not an age such as 90d"):
         parse_age(value)
+
+
+@pytest.mark.django_db
+def test_a_resolver_fetches_each_named_row_once_however_often_it_is_resolved(
+    project, agent, django_assert_num_queries
+):
+    resolver = Resolver(Agent, project=project)
+    for _ in range(50):
+        resolver.want(agent.pk)
+    with django_assert_num_queries(1):
+        for _ in range(50):
+            assert resolver.one(field="agent", value=agent.pk) == agent
+            assert resolver.many(field="agents", values=[agent.pk]) == [agent]
