@@ -337,3 +337,20 @@ def test_a_message_that_names_its_run_adds_no_usage_twice(project, agent, task):
     assert agent.avg_latency_ms == 100
     # The conversation's own totals still count each of its messages.
     assert conversation.prompt_tokens == 55
+
+
+def test_the_data_migration_recounts_rollups_from_the_rows(project, make_api_client):
+    import importlib
+
+    from django.apps import apps
+
+    recount_migration = importlib.import_module("tasks.migrations.0004_recount_rollups")
+    _random_writes(project, random.Random(3), make_api_client)
+    # Roll-ups as the old rule left them (or anything else): wrong.
+    Task.objects.filter(project=project).update(prompt_tokens=999, cost=9)
+    Workflow.objects.filter(project=project).update(tasks_pending=77, cost=5)
+    Agent.objects.filter(project=project).update(runs_count=0, messages_count=42)
+
+    recount_migration.recount(apps, None)
+
+    assert_rollups_match(project)
