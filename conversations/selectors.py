@@ -294,7 +294,7 @@ def _sqlite_ranked(memories: QuerySet[Memory], match: str):
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT rowid, bm25({fts}, {weights}) AS score FROM {fts} "
-                f"WHERE {fts} MATCH %s AND rowid IN ({inner}) "
+                f"WHERE {fts} MATCH %s AND +rowid IN ({inner}) "
                 "ORDER BY score, rowid DESC LIMIT %s OFFSET %s",
                 [match, *params, limit, offset],
             )
