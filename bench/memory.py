@@ -86,7 +86,7 @@ def _load(project_id: int, upto: int) -> float:
                          %s,
                          floor(exp(ln(%s) + random() * (ln(%s) - ln(%s))))::int - %s
                      ) AS r
-                     FROM generate_series(1, 12 + (g * 7919) %% 29) AS k
+                     FROM generate_series(1, 12 + (g::bigint * 7919) %% 29) AS k
                      WHERE g > 0
                  ) AS ranks
                  JOIN bench_words w USING (r)),
