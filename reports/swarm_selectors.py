@@ -85,6 +85,9 @@ TASK_FIELDS = (
     "completed_at",
     "updated_at",
 )
+# A graph node's fields: the board's, less the times only the task itself
+# shows (added to it from its head row).
+NODE_FIELDS = tuple(f for f in TASK_FIELDS if f not in ("created_at", "updated_at"))
 # Left out of a graph node when empty: a thousand nodes stay a small answer.
 NODE_OPTIONAL = frozenset(
     {
@@ -140,7 +143,15 @@ def swarm_task_head(*, task_id: uuid.UUID) -> Task:
     """The task a page shows, with its project and parent: any project."""
     task = (
         Task.objects.select_related("project", "parent")
-        .only("id", "title", "status", "project", "parent__id", "parent__title")
+        .only(
+            "id",
+            "title",
+            "status",
+            "created_at",
+            "project",
+            "parent__id",
+            "parent__title",
+        )
         .filter(pk=task_id)
         .first()
     )
@@ -535,7 +546,7 @@ def swarm_task_snapshot(*, task_id: uuid.UUID) -> dict[str, Any]:
             summary=Left("result_summary", TEXT_CHARS),
         )
         .order_by("created_at", "id")
-        .values(*TASK_FIELDS, "error_text", "summary")
+        .values(*NODE_FIELDS, "error_text", "summary")
     )
     # The walk stops one past the cap: that row only says there were more.
     truncated = len(rows) > MAX_NODES
@@ -554,7 +565,7 @@ def swarm_task_snapshot(*, task_id: uuid.UUID) -> dict[str, Any]:
     outside = {dep for _, dep in edges if dep not in nodes}
     external = {
         r["id"]: {**_node_row(r), "external": True}
-        for r in Task.objects.filter(pk__in=outside).values(*TASK_FIELDS)
+        for r in Task.objects.filter(pk__in=outside).values(*NODE_FIELDS)
     }
     status = {key: n["status"] for key, n in (nodes | external).items()}
     unmet: dict[Any, int] = {}
@@ -669,6 +680,7 @@ def swarm_task_snapshot(*, task_id: uuid.UUID) -> dict[str, Any]:
     ]
     events.reverse()
     root_node = nodes[root.pk]
+    root_node["created_at"] = root.created_at
     return {
         "project": {"slug": project.slug, "name": project.name},
         "position": position,

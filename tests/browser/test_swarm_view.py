@@ -68,7 +68,8 @@ def _timed_load(page, url: str) -> tuple[float, float, dict]:
     page.goto(url)
     page.wait_for_selector("svg#graph[data-nodes]", timeout=15000)
     wall = time.monotonic() - started
-    in_page = page.evaluate("window.swarmReadyAt") / 1000
+    page.wait_for_selector('body[data-swarm-ready="1"]')
+    in_page = page.evaluate("window.swarmGraphAt") / 1000
     timing = page.evaluate(
         """() => {
           const nav = performance.getEntriesByType("navigation")[0];
@@ -83,7 +84,8 @@ def _timed_load(page, url: str) -> tuple[float, float, dict]:
             snapshot_request: Math.round(snap.responseEnd - snap.startTime),
             snapshot_bytes: snap.transferSize,
             received: Math.round(mark("swarm-snapshot")),
-            drawn: Math.round(mark("swarm-drawn")),
+            graph_drawn: Math.round(mark("swarm-graph")),
+            all_drawn: Math.round(mark("swarm-drawn")),
           };
         }"""
     )

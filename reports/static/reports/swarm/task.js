@@ -773,7 +773,9 @@
     recomputeBlocked();
   }
 
-  function drawAll(first) {
+  // The head and the graph first; the other panels in the next task, so a
+  // big task's picture shows (and answers) as soon as it is drawn.
+  function drawAll(first, then) {
     if (first) measure();
     renderHead();
     const key = Array.from(nodes.keys()).sort().join(",") + "|" + snap.dependencies.map(function (d) { return d.task + ">" + d.depends_on; }).sort().join(",");
@@ -784,6 +786,22 @@
       restyleGraph(null);
     }
     renderDetail();
+    if (first) {
+      // After the frame that paints the graph: the moment it can be seen.
+      requestAnimationFrame(function () {
+        setTimeout(function () {
+          performance.mark("swarm-graph");
+          window.swarmGraphAt = performance.now();
+          drawPanels(first);
+          if (then) then();
+        }, 0);
+      });
+      return;
+    }
+    drawPanels(first);
+  }
+
+  function drawPanels(first) {
     renderAgents();
     renderTimeline();
     renderConversations(first);
@@ -884,14 +902,15 @@
   S.fetchJSON(config.snapshot_url).then(function (snapshot) {
     performance.mark("swarm-snapshot");
     absorb(snapshot);
-    drawAll(true);
-    performance.mark("swarm-drawn");
     positionShown.textContent = snapshot.position;
-    document.body.setAttribute("data-swarm-ready", "1");
-    window.swarmReadyAt = performance.now();
-    const feed = S.Feed(config, snapshot.position, onEvents, function (state) { S.showState(live, state); });
-    feed.start();
-    setInterval(tick, 1000);
+    drawAll(true, function () {
+      performance.mark("swarm-drawn");
+      document.body.setAttribute("data-swarm-ready", "1");
+      window.swarmReadyAt = performance.now();
+      const feed = S.Feed(config, snapshot.position, onEvents, function (state) { S.showState(live, state); });
+      feed.start();
+      setInterval(tick, 1000);
+    });
   }).catch(function (error) {
     els.head.replaceChildren(h("p", { class: "errornote" }, "This task could not load: " + error.message));
   });
