@@ -340,6 +340,7 @@ class ConversationViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         summary="Make an agent leave a conversation; its history is kept",
         request=None,
         responses=ParticipantSerializer,
+        parameters=[OpenApiParameter("agent_id", OpenApiTypes.UUID, "path")],
     )
     @action(
         detail=True,
@@ -377,6 +378,7 @@ class ConversationViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         ),
         request=MessageReviseInputSerializer,
         responses=MessageSerializer,
+        parameters=[OpenApiParameter("message_id", OpenApiTypes.UUID, "path")],
     )
     @action(
         detail=True,
@@ -509,6 +511,9 @@ class MemoryViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
     serializer_class = MemorySerializer
     filterset_class = MemoryFilterSet
     pagination_class = CreatedCursorPagination
+    # The public id is `uuid`; the integer key stays inside.
+    lookup_field = "uuid"
+    lookup_url_kwarg = "id"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
@@ -518,7 +523,7 @@ class MemoryViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
 
     def get_object(self) -> Memory:
         return memory_get(
-            project=self.project, memory_id=_path_uuid(self.kwargs["pk"], "memory")
+            project=self.project, memory_id=_path_uuid(self.kwargs["id"], "memory")
         )
 
     def list(self, request, *args, **kwargs):
