@@ -115,6 +115,25 @@ def _latency(url: str, key: str, outbox: Path) -> tuple[float, float]:
     return _percentiles(samples)
 
 
+def _bare_insert(path: Path) -> tuple[float, float]:
+    """The floor under a record call: a plain SQLite insert (WAL, NORMAL) of
+    an item of the same size on the same disk, in the same conditions."""
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE items (seq INTEGER PRIMARY KEY, body TEXT)")
+    body = '{"type":"event","data":{"kind":"bench.latency"}}' + " " * 150
+    samples = []
+    for _ in range(CALLS):
+        started = time.perf_counter()
+        conn.execute("INSERT INTO items (body) VALUES (?)", (body,))
+        samples.append(time.perf_counter() - started)
+    conn.close()
+    return _percentiles(samples)
+
+
 def _direct_rate(url: str, key: str, items: list[tuple[str, dict]]) -> float:
     import httpx
 
@@ -198,6 +217,7 @@ def main(argv: list[str]) -> int:
         )
         up = _latency(base, key, tmp / "up.sqlite3")
         down = _latency("http://127.0.0.1:9", key, tmp / "down.sqlite3")
+        bare = _bare_insert(tmp / "bare.sqlite3")
 
         print(f"Recorder against daphne on {engine}:")
         print(f"  record call, {CALLS:,} calls, p50 / p99:")
@@ -208,6 +228,10 @@ def main(argv: list[str]) -> int:
                 f"    {label:<12} {p50 * 1000:7.0f} / {p99 * 1000:6.0f} us "
                 f"(p99 / goal {p99 / LATENCY_GOAL_MS:.2f})"
             )
+        print(
+            f"    {'bare SQLite insert, same disk':<12} {bare[0] * 1000:7.0f} / "
+            f"{bare[1] * 1000:6.0f} us (the floor on this machine now)"
+        )
         latency_ok = worst < LATENCY_GOAL_MS
         verdict = "met" if latency_ok else "MISSED"
         print(f"  p99 goal < {LATENCY_GOAL_MS:.0f} ms {verdict}.")
