@@ -77,18 +77,23 @@ def browser() -> Iterator[object]:
 
 
 class JsErrors(list):
-    """Console errors and uncaught exceptions of a page."""
+    """Console errors and uncaught exceptions of a page.
+
+    The browser's own request for /favicon.ico (the admin has no icon) is
+    not the page's error and is left out.
+    """
 
     def watch(self, page) -> None:
-        page.on(
-            "console",
-            lambda message: (
-                self.append(f"console: {message.text}")
-                if message.type == "error"
-                else None
-            ),
-        )
+        page.on("console", self._console)
         page.on("pageerror", lambda error: self.append(f"pageerror: {error}"))
+
+    def _console(self, message) -> None:
+        if message.type != "error":
+            return
+        url = (message.location or {}).get("url", "")
+        if url.endswith("/favicon.ico"):
+            return
+        self.append(f"console: {message.text} ({url})")
 
 
 def log_in(page, stack: Stack, next_path: str = "/admin/swarm/") -> None:
