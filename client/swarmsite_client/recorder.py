@@ -618,10 +618,13 @@ class Recorder:
         return True
 
     def _server_answers(self) -> bool:
+        """Whether a batch is worth building: something answers, and not
+        with 502/503/504 (a proxy that hides `/readyz` still counts)."""
         try:
-            return self._http.get("/readyz").status_code == 200
+            status = self._http.get("/readyz").status_code
         except httpx.TransportError:
             return False
+        return status not in (502, 503, 504)
 
     def _notify(self) -> None:
         with self._progress:
