@@ -95,19 +95,23 @@ class Agent(TimeStampedModel):
     # Roll-ups kept current by the services with F() updates (see
     # tasks.services.rollups): they describe the rows that are stored, so
     # pruning subtracts what it deletes.
-    tasks_completed = models.PositiveIntegerField(default=0, editable=False)
-    tasks_failed = models.PositiveIntegerField(default=0, editable=False)
-    runs_count = models.PositiveIntegerField(default=0, editable=False)
-    messages_count = models.PositiveIntegerField(default=0, editable=False)
-    prompt_tokens = models.BigIntegerField(default=0, editable=False)
-    completion_tokens = models.BigIntegerField(default=0, editable=False)
-    cached_tokens = models.BigIntegerField(default=0, editable=False)
+    tasks_completed = models.PositiveIntegerField(
+        default=0, db_default=0, editable=False
+    )
+    tasks_failed = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    runs_count = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    messages_count = models.PositiveIntegerField(
+        default=0, db_default=0, editable=False
+    )
+    prompt_tokens = models.BigIntegerField(default=0, db_default=0, editable=False)
+    completion_tokens = models.BigIntegerField(default=0, db_default=0, editable=False)
+    cached_tokens = models.BigIntegerField(default=0, db_default=0, editable=False)
     cost = models.DecimalField(
-        max_digits=16, decimal_places=6, default=0, editable=False
+        max_digits=16, decimal_places=6, default=0, db_default=0, editable=False
     )
     # avg_latency_ms = latency_total_ms / latency_count (messages with a latency).
-    latency_total_ms = models.FloatField(default=0, editable=False)
-    latency_count = models.PositiveIntegerField(default=0, editable=False)
+    latency_total_ms = models.FloatField(default=0, db_default=0.0, editable=False)
+    latency_count = models.PositiveIntegerField(default=0, db_default=0, editable=False)
     last_active_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
@@ -180,21 +184,27 @@ class Workflow(TimeStampedModel):
     description = models.TextField(blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     # Roll-ups of the workflow's stored tasks, kept current with F() updates.
-    tasks_pending = models.PositiveIntegerField(default=0, editable=False)
-    tasks_queued = models.PositiveIntegerField(default=0, editable=False)
-    tasks_running = models.PositiveIntegerField(default=0, editable=False)
-    tasks_waiting = models.PositiveIntegerField(default=0, editable=False)
-    tasks_completed = models.PositiveIntegerField(default=0, editable=False)
-    tasks_failed = models.PositiveIntegerField(default=0, editable=False)
-    tasks_cancelled = models.PositiveIntegerField(default=0, editable=False)
-    prompt_tokens = models.BigIntegerField(default=0, editable=False)
-    completion_tokens = models.BigIntegerField(default=0, editable=False)
-    cached_tokens = models.BigIntegerField(default=0, editable=False)
+    tasks_pending = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    tasks_queued = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    tasks_running = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    tasks_waiting = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    tasks_completed = models.PositiveIntegerField(
+        default=0, db_default=0, editable=False
+    )
+    tasks_failed = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    tasks_cancelled = models.PositiveIntegerField(
+        default=0, db_default=0, editable=False
+    )
+    prompt_tokens = models.BigIntegerField(default=0, db_default=0, editable=False)
+    completion_tokens = models.BigIntegerField(default=0, db_default=0, editable=False)
+    cached_tokens = models.BigIntegerField(default=0, db_default=0, editable=False)
     cost = models.DecimalField(
-        max_digits=16, decimal_places=6, default=0, editable=False
+        max_digits=16, decimal_places=6, default=0, db_default=0, editable=False
     )
     # SHA-256 of the body that created the row: replays are judged by it.
-    create_digest = models.CharField(max_length=64, blank=True, editable=False)
+    create_digest = models.CharField(
+        max_length=64, blank=True, db_default="", editable=False
+    )
 
     class Meta:
         ordering = ["name"]
@@ -259,7 +269,7 @@ class Task(TimeStampedModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
     # A client's own name for the task, unique in the project when not "".
-    key = models.CharField(max_length=200, blank=True, default="")
+    key = models.CharField(max_length=200, blank=True, default="", db_default="")
     title = models.CharField(max_length=500)
     description = models.TextField(blank=True)
     session_id = models.CharField(max_length=200, blank=True)
@@ -307,12 +317,14 @@ class Task(TimeStampedModel):
     version = models.PositiveIntegerField(default=1, editable=False)
     # Claims of the work queue: how many times it was taken, and until when
     # the running claimer holds it (null unless claimed and running).
-    attempts = models.PositiveIntegerField(default=0, editable=False)
+    attempts = models.PositiveIntegerField(default=0, db_default=0, editable=False)
     lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     started_at = models.DateTimeField(null=True, blank=True, editable=False)
     completed_at = models.DateTimeField(null=True, blank=True, editable=False)
     # SHA-256 of the body that created the row: replays are judged by it.
-    create_digest = models.CharField(max_length=64, blank=True, editable=False)
+    create_digest = models.CharField(
+        max_length=64, blank=True, db_default="", editable=False
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -437,7 +449,9 @@ class AgentRun(TimeStampedModel):
     error = models.TextField(blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     # SHA-256 of the body that created the row: replays are judged by it.
-    create_digest = models.CharField(max_length=64, blank=True, editable=False)
+    create_digest = models.CharField(
+        max_length=64, blank=True, db_default="", editable=False
+    )
 
     class Meta:
         ordering = ["-created_at"]
