@@ -50,6 +50,7 @@ demo: demo-data
 	echo "  Swarmsite is starting on http://$(HOST):$(PORT)/ with a simulated swarm."; \
 	echo "  Admin: http://$(HOST):$(PORT)/admin/ (user: admin)"; \
 	echo "  Live events: http://$(HOST):$(PORT)/admin/live-events/"; \
+	echo "  Swarm view:  http://$(HOST):$(PORT)/admin/swarm/"; \
 	echo ""; \
 	$(BIN)/python manage.py simulate --url http://$(HOST):$(PORT) --wait 30 \
 	  $(DEMO_ARGS)
