@@ -284,7 +284,7 @@ class MemorySerializer(serializers.ModelSerializer):
 class MemorySearchResultSerializer(MemorySerializer):
     """A search hit: the memory and its relevance (higher is better)."""
 
-    score = serializers.FloatField(read_only=True)
+    score = serializers.FloatField(read_only=True, allow_null=True)
 
     class Meta(MemorySerializer.Meta):
         fields = [*MemorySerializer.Meta.fields, "score"]

@@ -516,6 +516,12 @@ class MemoryViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
     lookup_url_kwarg = "id"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
+    def get_serializer_class(self):
+        # A list answers in the documented shape, `score` null without `q`.
+        if self.action == "list":
+            return MemorySearchResultSerializer
+        return MemorySerializer
+
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Memory.objects.none()
