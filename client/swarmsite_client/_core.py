@@ -54,11 +54,6 @@ def dumps(value: Any) -> str:
     return json.dumps(value, default=_default, separators=(",", ":"))
 
 
-def body(**fields: Any) -> dict[str, Any]:
-    """A request body of the fields that were given (None means not given)."""
-    return {name: value for name, value in fields.items() if value is not None}
-
-
 def plain(value: Any) -> Any:
     """`value` with UUIDs as strings, for bodies and query strings."""
     if isinstance(value, uuid.UUID):
@@ -66,6 +61,22 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple | set):
         return [plain(v) for v in value]
     return value
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    """A request body of the fields that were given (None means not given)."""
+    return {name: plain(value) for name, value in fields.items() if value is not None}
+
+
+def create_body(id: Any = None, **fields: Any) -> dict[str, Any]:
+    """The body of a create, as an endpoint or an ingest item: the fields
+    given, and `id` (a fresh uuid4 unless given), so a resend is harmless."""
+    return {"id": str(id or new_id()), **body(**fields)}
+
+
+def new_operation_id(given: Any = None) -> str:
+    """The operation `id` of an update: `given`, or a fresh uuid4."""
+    return str(given) if given else new_id()
 
 
 def query(**params: Any) -> dict[str, Any]:

@@ -66,6 +66,10 @@ class _Retry(Exception):
 
 
 class _Base:
+    # Set by `Client` (blocking) and `AsyncClient` (asyncio).
+    _events_class: type[Events]
+    _http_class: type[httpx.Client] | type[httpx.AsyncClient]
+
     def __init__(
         self,
         url: str | None = None,
@@ -93,6 +97,10 @@ class _Base:
         self.runs = Runs(self)
         self.audit_logs = AuditLogs(self)
         self.memories = Memories(self)
+        self.events = self._events_class(self)
+        self._http = self._http_class(
+            base_url=self.url, headers=self.headers, timeout=timeout
+        )
 
     # -- one attempt's request and the decision after it --
 
@@ -197,10 +205,6 @@ def _frame_events(frame: dict) -> tuple[list[dict], int | None]:
     return [], None
 
 
-def _event(frame: dict) -> dict:
-    return {k: v for k, v in frame.items() if k != "type"}
-
-
 def _close_code(exc: BaseException) -> int | None:
     for attr in ("rcvd", "sent"):
         close = getattr(exc, attr, None)
@@ -220,6 +224,71 @@ class _ReconnectDelay:
 
     def reset(self) -> None:
         self.current = self.first
+
+
+class _Follow:
+    """One `follow()`'s state across reconnections, for the sync and the
+    async loop alike: the position to resume from and the next delay."""
+
+    def __init__(
+        self,
+        client: _Base,
+        after: int | None,
+        filters: tuple[Any, Any, Any, bool],
+        heartbeats: bool,
+    ) -> None:
+        # `filters`: task, conversation, kind and batch, for `_stream_url`.
+        self.client = client
+        self.position = after
+        self.filters = filters
+        self.heartbeats = heartbeats
+        self.delay = _ReconnectDelay()
+
+    def connect_args(self) -> dict[str, Any]:
+        """What `websockets`' `connect()` takes, resuming at the position."""
+        key = self.client.api_key
+        return {
+            "uri": self.client._stream_url(self.position, *self.filters),
+            "additional_headers": {"Authorization": f"Bearer {key}"} if key else {},
+            "max_size": STREAM_MAX_SIZE,
+            "open_timeout": 10,
+            "user_agent_header": USER_AGENT,
+        }
+
+    def received(self, raw: str | bytes) -> list[dict]:
+        """What to yield for one frame; the position moves past it."""
+        frame = json.loads(raw)
+        events, complete = _frame_events(frame)
+        out = [{k: v for k, v in event.items() if k != "type"} for event in events]
+        if out:
+            self.position = out[-1]["position"]
+        if complete is not None:
+            self.delay.reset()
+            if self.position is None or complete > self.position:
+                self.position = complete
+            if self.heartbeats and frame.get("type") in ("heartbeat", "ready"):
+                out.append({"type": frame["type"], "position": complete})
+        return out
+
+    def failed(self, exc: Exception) -> None:
+        """Raise `StreamClosed` if reconnecting after `exc` cannot help."""
+        from websockets.exceptions import InvalidStatus
+
+        if isinstance(exc, InvalidStatus):
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise errors.StreamClosed(
+                    f"The stream refused the handshake: HTTP {status}",
+                    status=status,
+                ) from exc
+            return
+        code = _close_code(exc)
+        if code in PERMANENT_CLOSE_CODES:
+            raise errors.StreamClosed(
+                f"The stream closed with {code}: "
+                f"{getattr(getattr(exc, 'rcvd', None), 'reason', '')}",
+                status=code,
+            ) from exc
 
 
 class SyncEvents(Events):
@@ -243,55 +312,19 @@ class SyncEvents(Events):
         and heartbeat (to tell a quiet stream from a dead one).
         Raises `StreamClosed` on 4400/4401/4403 (bad query, key or filter).
         """
-        from websockets.exceptions import InvalidStatus, WebSocketException
+        from websockets.exceptions import WebSocketException
         from websockets.sync.client import connect
 
-        c: Client = self._c
-        headers = {"Authorization": f"Bearer {c.api_key}"} if c.api_key else {}
-        delay = _ReconnectDelay()
-        position = after
+        stream = _Follow(self._c, after, (task, conversation, kind, batch), heartbeats)
         while True:
-            url = c._stream_url(position, task, conversation, kind, batch)
             try:
-                with connect(
-                    url,
-                    additional_headers=headers,
-                    max_size=STREAM_MAX_SIZE,
-                    open_timeout=10,
-                    user_agent_header=USER_AGENT,
-                ) as ws:
+                with connect(**stream.connect_args()) as ws:
                     while True:
                         raw = ws.recv(timeout=STREAM_SILENCE_SECONDS)
-                        frame = json.loads(raw)
-                        events, complete = _frame_events(frame)
-                        for event in events:
-                            yield _event(event)
-                            position = event["position"]
-                        if complete is not None:
-                            delay.reset()
-                            if position is None or complete > position:
-                                position = complete
-                            if heartbeats and frame.get("type") in (
-                                "heartbeat",
-                                "ready",
-                            ):
-                                yield {"type": frame["type"], "position": complete}
-            except InvalidStatus as exc:
-                status = exc.response.status_code
-                if status in (401, 403):
-                    raise errors.StreamClosed(
-                        f"The stream refused the handshake: HTTP {status}",
-                        status=status,
-                    ) from exc
+                        yield from stream.received(raw)
             except (WebSocketException, OSError, TimeoutError, ValueError) as exc:
-                code = _close_code(exc)
-                if code in PERMANENT_CLOSE_CODES:
-                    raise errors.StreamClosed(
-                        f"The stream closed with {code}: "
-                        f"{getattr(getattr(exc, 'rcvd', None), 'reason', '')}",
-                        status=code,
-                    ) from exc
-            time.sleep(delay.next())
+                stream.failed(exc)
+            time.sleep(stream.delay.next())
 
 
 class AsyncEvents(Events):
@@ -307,71 +340,28 @@ class AsyncEvents(Events):
     ) -> AsyncIterator[dict]:
         """The async twin of `Client.events.follow`."""
         from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidStatus, WebSocketException
+        from websockets.exceptions import WebSocketException
 
-        c: AsyncClient = self._c
-        headers = {"Authorization": f"Bearer {c.api_key}"} if c.api_key else {}
-        delay = _ReconnectDelay()
-        position = after
+        stream = _Follow(self._c, after, (task, conversation, kind, batch), heartbeats)
         while True:
-            url = c._stream_url(position, task, conversation, kind, batch)
             try:
-                async with connect(
-                    url,
-                    additional_headers=headers,
-                    max_size=STREAM_MAX_SIZE,
-                    open_timeout=10,
-                    user_agent_header=USER_AGENT,
-                ) as ws:
+                async with connect(**stream.connect_args()) as ws:
                     while True:
                         raw = await asyncio.wait_for(ws.recv(), STREAM_SILENCE_SECONDS)
-                        frame = json.loads(raw)
-                        events, complete = _frame_events(frame)
-                        for event in events:
-                            yield _event(event)
-                            position = event["position"]
-                        if complete is not None:
-                            delay.reset()
-                            if position is None or complete > position:
-                                position = complete
-                            if heartbeats and frame.get("type") in (
-                                "heartbeat",
-                                "ready",
-                            ):
-                                yield {"type": frame["type"], "position": complete}
-            except InvalidStatus as exc:
-                status = exc.response.status_code
-                if status in (401, 403):
-                    raise errors.StreamClosed(
-                        f"The stream refused the handshake: HTTP {status}",
-                        status=status,
-                    ) from exc
+                        for item in stream.received(raw):
+                            yield item
             except (WebSocketException, OSError, TimeoutError, ValueError) as exc:
-                code = _close_code(exc)
-                if code in PERMANENT_CLOSE_CODES:
-                    raise errors.StreamClosed(
-                        f"The stream closed with {code}", status=code
-                    ) from exc
-            await asyncio.sleep(delay.next())
+                stream.failed(exc)
+            await asyncio.sleep(stream.delay.next())
 
 
 class Client(_Base):
     """Blocking client; thread-safe (one connection pool)."""
 
-    def __init__(
-        self,
-        url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(url, api_key, timeout=timeout, retry=retry, headers=headers)
-        self.events = SyncEvents(self)
-        self._http = httpx.Client(
-            base_url=self.url, headers=self.headers, timeout=timeout
-        )
+    _events_class = SyncEvents
+    _http_class = httpx.Client
+    events: SyncEvents
+    _http: httpx.Client
 
     def _call(self, call: Call) -> Any:
         attempt, waited = 0, 0.0
@@ -429,20 +419,10 @@ class AsyncClient(_Base):
     """The asyncio twin of `Client`: `await client.tasks.create(...)`,
     `async for task in client.tasks.list(...)`."""
 
-    def __init__(
-        self,
-        url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(url, api_key, timeout=timeout, retry=retry, headers=headers)
-        self.events = AsyncEvents(self)
-        self._http = httpx.AsyncClient(
-            base_url=self.url, headers=self.headers, timeout=timeout
-        )
+    _events_class = AsyncEvents
+    _http_class = httpx.AsyncClient
+    events: AsyncEvents
+    _http: httpx.AsyncClient
 
     async def _call(self, call: Call) -> Any:
         attempt, waited = 0, 0.0
