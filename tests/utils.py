@@ -11,6 +11,11 @@ ON_POSTGRES = connection.vendor == "postgresql"
 ON_SQLITE = connection.vendor == "sqlite"
 
 postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL")
+# Heavy tests of things the database does not change (a browser, the client's
+# outbox, a channel layer's outage) run once, in the SQLite pass: CI time.
+sqlite_only = pytest.mark.skipif(
+    not ON_SQLITE, reason="does not depend on the database: runs on SQLite only"
+)
 
 
 # Racing clients -------------------------------------------------------------

@@ -15,18 +15,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.conf import settings
 
 from tests.browser.conftest import JsErrors, log_in
 from tests.e2e.stack import BASE_DIR, Http, manage
+from tests.utils import sqlite_only
 
 pytestmark = [
     pytest.mark.slow,
     # One database is enough for a browser: see tests/browser/conftest.py.
-    pytest.mark.skipif(
-        settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3",
-        reason="browser tests run on SQLite only",
-    ),
+    sqlite_only,
 ]
 
 LIVE_DEADLINE_MS = 2000

@@ -13,10 +13,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from swarmsite_client import Client, OutboxFull, Recorder
 from tests.client.recorder_child import item_id
+from tests.utils import sqlite_only
 
 CHILD = Path(__file__).with_name("recorder_child.py")
 DEAD_URL = "http://127.0.0.1:9"  # nothing listens there
@@ -139,13 +139,10 @@ def test_tracked_blocks_record_running_then_completed_or_failed(live, client):
 
 
 @pytest.mark.slow
+@sqlite_only  # the Recorder is the same whatever the server's database
 def test_20000_mixed_items_arrive_exactly_once_through_five_server_kills(
     live, client, tmp_path
 ):
-    if "postgresql" in settings.DATABASES["default"]["ENGINE"]:
-        # The heaviest e2e runs on one database (CI time); the Recorder is
-        # the same whatever the server's database.
-        pytest.skip("runs on SQLite only")
     run_tag = uuid.uuid4().hex[:8]
     session, kind, action = f"mix-{run_tag}", f"test.mix.{run_tag}", f"mix.{run_tag}"
     recorder = Recorder(

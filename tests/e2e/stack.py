@@ -106,6 +106,9 @@ def prepare(env: dict[str, str]) -> str:
     return out.strip().splitlines()[-1]
 
 
+READY_SECONDS = 120
+
+
 class Daphne:
     """One daphne process on a free port, logging to a file.
 
@@ -150,7 +153,9 @@ class Daphne:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, path: str = "/healthz") -> None:
-        deadline = time.monotonic() + 30
+        # Generous: on a loaded 2-core machine Django's start alone can take
+        # tens of seconds, and a slow start is not what these tests check.
+        deadline = time.monotonic() + READY_SECONDS
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
             try:

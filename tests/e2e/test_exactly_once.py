@@ -290,7 +290,9 @@ def test_fifty_thousand_items_through_server_kills_are_stored_exactly_once(
         key = prepare(env)
         log = tmp_path / "daphne.log"
         killer = Killer(Daphne(env, log), env, log, points)
-        client = RetryingIngest(killer.server.port, key, give_up_after=90)
+        # Longer than a restart may take (stack.READY_SECONDS): the client
+        # waits for the server; a restart that fails is the killer's report.
+        client = RetryingIngest(killer.server.port, key, give_up_after=180)
         killer.start()
         try:
             for number, batch in enumerate(batches):
@@ -310,6 +312,10 @@ def test_fifty_thousand_items_through_server_kills_are_stored_exactly_once(
                         if result["status"] == "created":
                             created[number * BATCH + result["index"]] += 1
                 killer.acked = number + 1
+        except AssertionError:
+            # A daphne that never came back explains a client that gave up.
+            assert killer.failure is None, killer.failure
+            raise
         finally:
             killer.done.set()
             killer.join(60)
