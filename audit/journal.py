@@ -222,10 +222,14 @@ def _insert_events(events: list[Event]) -> None:
 
 def journal_append(*, events: list[Event] = (), audits: list[AuditLog] = ()) -> None:
     """Buffer built events and audit rows; they are written at the end."""
-    with journaled():
-        journal = _current()
-        journal.events.extend(events)
-        journal.audits.extend(audits)
+    journal = _current()
+    if journal is None:
+        with journaled():
+            journal_append(events=events, audits=audits)
+        return
+    # Buffering runs no SQL and cannot fail half-way: no savepoint needed.
+    journal.events.extend(events)
+    journal.audits.extend(audits)
 
 
 def journal_buffered(

@@ -480,24 +480,38 @@ def audit_operation_applied(
     waits for the first to commit and then sees its event. The same id on
     another kind of write or another object is an IdempotencyConflict.
     """
-    if operation_id is None:
-        return False
-    event = journal_buffered(Event, {operation_id}).get(operation_id)
-    if event is None:
-        event = (
-            Event.objects.filter(uuid=operation_id)
-            .only("project_id", "kind", "payload")
-            .first()
-        )
-    if event is None:
-        return False
-    key, value = subject
-    if (
-        event.project_id != project_id
-        or event.kind not in kinds
-        or str(event.payload.get(key)) != value
-    ):
-        raise IdempotencyConflict(
-            f"The operation id {operation_id} was used for another write."
-        )
-    return True
+    return audit_operations_applied(
+        project_id=project_id, operations=[(operation_id, kinds, subject)]
+    )[0]
+
+
+def audit_operations_applied(
+    *,
+    project_id: int,
+    operations: list[tuple[uuid.UUID | None, tuple[str, ...], tuple[str, str]]],
+) -> list[bool]:
+    """audit_operation_applied for (operation id, kinds, subject) each, one query."""
+    ids = {operation_id for operation_id, _, _ in operations if operation_id}
+    if not ids:
+        return [False] * len(operations)
+    found = journal_buffered(Event, ids)
+    if ids - set(found):
+        found |= {
+            event.uuid: event
+            for event in Event.objects.filter(uuid__in=ids - set(found)).only(
+                "uuid", "project_id", "kind", "payload"
+            )
+        }
+    applied = []
+    for operation_id, kinds, (key, value) in operations:
+        event = found.get(operation_id) if operation_id else None
+        if event is not None and (
+            event.project_id != project_id
+            or event.kind not in kinds
+            or str(event.payload.get(key)) != value
+        ):
+            raise IdempotencyConflict(
+                f"The operation id {operation_id} was used for another write."
+            )
+        applied.append(event is not None)
+    return applied

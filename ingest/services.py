@@ -1,12 +1,11 @@
 """Batch ingest: items of every kind applied in order in one transaction.
 
-Consecutive items of one type form a segment (messages: of one
-conversation) written by the bulk service of that type, inside a savepoint.
-When a segment fails, its savepoint is rolled back and its items are
-applied one by one, each in its own savepoint, so a bad item is reported
-and the good ones are kept. Agents, transitions and conversations are
-low-volume: they go through their single-item services, each in its own
-savepoint of the batch's transaction.
+Consecutive items of one type form a segment written by the bulk service of
+that type, inside a savepoint. When a segment fails, its savepoint is rolled
+back and its items are applied one by one, each in its own savepoint, so a
+bad item is reported and the good ones are kept. Agents and the other
+updates are low-volume: they go through their single-item services, each in
+its own savepoint of the batch's transaction.
 
 The whole batch is one journaled transaction: its events and audit rows are
 flushed together under the project's journal lock, and its notification
@@ -39,9 +38,9 @@ from audit.services import (
 )
 from conversations.models import Conversation
 from conversations.services import (
-    conversation_create,
+    conversation_create_many,
     memory_put_many,
-    message_append,
+    messages_append,
     participant_join,
 )
 from swarmsite.errors import ServiceError, ValidationError
@@ -57,6 +56,7 @@ from tasks.services import (
     task_dependencies_add,
     task_progress_set,
     task_transition,
+    task_transition_many,
     task_update,
     workflow_create,
 )
@@ -120,18 +120,9 @@ def _audits(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
 
 
 def _messages(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
-    conversation_id = items[0].data["conversation"]
-    conversation = Conversation.objects.filter(
-        project=project, pk=conversation_id
-    ).first()
-    if conversation is None:
-        raise ValidationError(
-            {"conversation": f"No conversation {conversation_id} in this project."}
-        )
-    specs = [
-        {k: v for k, v in item.data.items() if k != "conversation"} for item in items
-    ]
-    appended = message_append(conversation=conversation, messages=specs, actor=actor)
+    appended = messages_append(
+        project=project, messages=[item.data for item in items], actor=actor
+    )
     return [(message.pk, new) for message, new in appended]
 
 
@@ -155,11 +146,11 @@ def _agent(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
     return [(agent.pk, created)]
 
 
-def _conversation(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
-    conversation, created = conversation_create(
-        project=project, actor=actor, **items[0].data
+def _conversations(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    created = conversation_create_many(
+        project=project, conversations=[item.data for item in items], actor=actor
     )
-    return [(conversation.pk, created)]
+    return [(conversation.pk, new) for conversation, new in created]
 
 
 def _runs(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
@@ -194,6 +185,23 @@ def _transition(project: Project, items: list[Item], actor: Actor) -> list[Outco
         return [(task.pk, False)]
     task = task_transition(task=task, actor=actor, **data)
     return [(task.pk, not task.replayed)]
+
+
+def _transitions(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    if any(
+        item.data.get("operation_id") is None
+        and item.data.get("expected_version") is not None
+        for item in items
+    ):
+        # The retry rule of _transition judges each item on the state the
+        # ones before it left.
+        return [
+            outcome for item in items for outcome in _transition(project, [item], actor)
+        ]
+    moved = task_transition_many(
+        project=project, transitions=[item.data for item in items], actor=actor
+    )
+    return [(task.pk, not replayed) for task, replayed in moved]
 
 
 def _task_update(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
@@ -239,6 +247,8 @@ BULK_HANDLERS: dict[str, Handler] = {
     "event": _events,
     "audit": _audits,
     "message": _messages,
+    "conversation": _conversations,
+    "transition": _transitions,
     "run": _runs,
     "memory": _memories,
 }
@@ -247,9 +257,7 @@ SINGLE_HANDLERS: dict[str, Handler] = {
     "heartbeat": _heartbeat,
     "workflow": _workflow,
     "dependency": _dependency,
-    "conversation": _conversation,
     "participant": _participant,
-    "transition": _transition,
     "task_update": _task_update,
     "progress": _progress,
     "run_update": _run_update,
@@ -259,19 +267,18 @@ SINGLE_HANDLERS: dict[str, Handler] = {
 def _segments(items: list[Item]) -> list[list[Item]]:
     """Runs of consecutive items that one bulk call can write, in order."""
     segments: list[list[Item]] = []
-    last_key = None
+    last_type = None
     for item in items:
-        key = (item.type, item.data.get("conversation"))
         if (
             item.type in BULK_HANDLERS
             and segments
-            and key == last_key
+            and item.type == last_type
             and len(segments[-1]) < MAX_SEGMENT
         ):
             segments[-1].append(item)
         else:
             segments.append([item])
-        last_key = key
+        last_type = item.type
     return segments
 
 

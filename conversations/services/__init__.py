@@ -6,6 +6,7 @@ import from `conversations.services`.
 
 from conversations.services.conversations import (
     conversation_create,
+    conversation_create_many,
     conversation_update,
 )
 from conversations.services.memories import (
@@ -22,6 +23,7 @@ from conversations.services.messages import (
     message_append,
     message_append_one,
     message_revise,
+    messages_append,
 )
 from conversations.services.participants import (
     participant_join,
@@ -36,6 +38,7 @@ __all__ = [
     "MEMORY_UPDATABLE_FIELDS",
     "MESSAGE_FIELDS",
     "conversation_create",
+    "conversation_create_many",
     "conversation_update",
     "memory_delete",
     "memory_put",
@@ -44,6 +47,7 @@ __all__ = [
     "message_append",
     "message_append_one",
     "message_revise",
+    "messages_append",
     "participant_join",
     "participant_leave",
     "participant_read",

@@ -7,19 +7,19 @@ from typing import Any
 
 from audit.journal import journaled, race_safe
 from audit.models import EventKind
-from audit.services import SYSTEM, Actor, audit_event_record
+from audit.services import SYSTEM, Actor, audit_event_record, audit_events_record
 from conversations.models import Conversation, ConversationStatus, Participant
 from conversations.services.participants import participants_set
 from swarmsite.errors import IdempotencyConflict, ValidationError
 from swarmsite.models import Project
 from swarmsite.validation import (
+    Resolver,
     body_digest,
     check_replay,
     clean_fields,
     json_object,
     parse_uuid,
     pk_or_none,
-    resolve,
     resolve_many,
 )
 from tasks.models import Agent, Task
@@ -46,7 +46,115 @@ def _active_agents(conversation: Conversation) -> list[Agent]:
     ]
 
 
+CONVERSATION_CREATE_KEYS = frozenset(
+    {"conversation_id", "task", "title", "participants", "metadata"}
+)
+
+
 @race_safe
+def conversation_create_many(
+    *,
+    project: Project,
+    conversations: list[dict[str, Any]],
+    actor: Actor = SYSTEM,
+) -> list[tuple[Conversation, bool]]:
+    """Open conversations with bulk INSERTs; repeated ids return them.
+
+    Each item takes conversation_create's arguments. A repeated id is judged
+    against the body that created the conversation. Raises on the first bad
+    item, having written nothing.
+    """
+    for spec in conversations:
+        unknown = set(spec) - CONVERSATION_CREATE_KEYS
+        if unknown:
+            raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
+    tasks = Resolver(Task, project=project)
+    agents = Resolver(Agent, project=project)
+    for spec in conversations:
+        tasks.want(spec.get("task"))
+        agents.want_many(spec.get("participants"))
+    built: list[tuple[Conversation, list[Agent]]] = []
+    for spec in conversations:
+        conversation = Conversation(
+            id=parse_uuid(spec.get("conversation_id")) or uuid.uuid4(),
+            project=project,
+            task=tasks.one(field="task", value=spec.get("task")),
+            title=spec.get("title", ""),
+            metadata=json_object(spec.get("metadata"), field="metadata"),
+        )
+        involved = agents.many(field="participants", values=spec.get("participants"))
+        clean_fields(conversation)
+        built.append((conversation, involved))
+    stored = {
+        c.pk: c
+        for c in Conversation.objects.filter(
+            pk__in=[c.pk for c, _ in built]
+        ).prefetch_related("participants")
+    }
+    earlier: dict[uuid.UUID, tuple[Conversation, dict]] = {}
+    results: list[tuple[Conversation, bool]] = []
+    new: list[tuple[Conversation, list[Agent]]] = []
+    for conversation, involved in built:
+        snapshot = _conversation_snapshot(conversation, involved)
+        existing = stored.get(conversation.pk)
+        if conversation.pk in earlier:
+            existing, first = earlier[conversation.pk]
+            check_replay(
+                stored_digest=existing.create_digest,
+                stored=first,
+                supplied=snapshot,
+                what="conversation",
+                grown=("participants",),
+            )
+            results.append((existing, False))
+            continue
+        if existing is not None:
+            if existing.project_id != project.pk:
+                raise IdempotencyConflict(f"The id {conversation.pk} is taken.")
+            first = _conversation_snapshot(existing, list(existing.participants.all()))
+            check_replay(
+                stored_digest=existing.create_digest,
+                stored=first,
+                supplied=snapshot,
+                what="conversation",
+                grown=("participants",),
+            )
+            earlier[existing.pk] = (existing, first)
+            results.append((existing, False))
+            continue
+        conversation.create_digest = body_digest(snapshot)
+        earlier[conversation.pk] = (conversation, snapshot)
+        new.append((conversation, involved))
+        results.append((conversation, True))
+    if not new:
+        return results
+
+    # Rows in key order: two batches that share ids lock them in one order.
+    Conversation.objects.bulk_create(sorted((c for c, _ in new), key=lambda c: c.pk))
+    Participant.objects.bulk_create(
+        [
+            Participant(conversation=c, agent=a, joined_at=c.created_at)
+            for c, involved in new
+            for a in involved
+        ]
+    )
+    audit_events_record(
+        project_id=project.pk,
+        actor=actor,
+        events=[
+            {
+                "kind": EventKind.CONVERSATION_CREATED,
+                "conversation_id": c.pk,
+                "task_id": c.task_id,
+                "payload": {"conversation": str(c.pk)}
+                | _conversation_snapshot(c, involved),
+            }
+            for c, involved in new
+        ],
+    )
+    return results
+
+
 def conversation_create(
     *,
     project: Project,
@@ -58,51 +166,16 @@ def conversation_create(
     actor: Actor = SYSTEM,
 ) -> tuple[Conversation, bool]:
     """Open a conversation; a repeated id with the same body returns it."""
-    conversation = Conversation(
-        id=parse_uuid(conversation_id) or uuid.uuid4(),
-        project=project,
-        task=resolve(Task, project=project, field="task", value=task),
-        title=title,
-        metadata=json_object(metadata, field="metadata"),
-    )
-    agents = resolve_many(
-        Agent, project=project, field="participants", values=participants
-    )
-    clean_fields(conversation)
-    stored = Conversation.objects.filter(pk=conversation.pk).first()
-    if stored is not None:
-        if stored.project_id != project.pk:
-            raise IdempotencyConflict(f"The id {conversation.pk} is taken.")
-        check_replay(
-            stored_digest=stored.create_digest,
-            stored=_conversation_snapshot(stored, list(stored.participants.all())),
-            supplied=_conversation_snapshot(conversation, agents),
-            what="conversation",
-            grown=("participants",),
-        )
-        return stored, False
-    conversation.create_digest = body_digest(
-        _conversation_snapshot(conversation, agents)
-    )
-    conversation.save(force_insert=True)
-    Participant.objects.bulk_create(
-        [
-            Participant(
-                conversation=conversation, agent=a, joined_at=conversation.created_at
-            )
-            for a in agents
-        ]
-    )
-    audit_event_record(
-        project_id=project.pk,
-        kind=EventKind.CONVERSATION_CREATED,
-        actor=actor,
-        conversation_id=conversation.pk,
-        task_id=conversation.task_id,
-        payload={"conversation": str(conversation.pk)}
-        | _conversation_snapshot(conversation, agents),
-    )
-    return conversation, True
+    spec = {
+        "conversation_id": conversation_id,
+        "task": task,
+        "title": title,
+        "participants": participants,
+        "metadata": metadata,
+    }
+    return conversation_create_many(project=project, conversations=[spec], actor=actor)[
+        0
+    ]
 
 
 @journaled()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import uuid
 from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from audit.journal import journaled
@@ -28,6 +30,7 @@ from conversations.models import (
     Participant,
 )
 from swarmsite.errors import IdempotencyConflict, NotFound, ValidationError
+from swarmsite.models import Project
 from swarmsite.validation import (
     body_digest,
     check_replay,
@@ -189,6 +192,15 @@ def _build_message(
     return message
 
 
+def _checked_list(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise ValidationError({"messages": "Send one message or a non-empty list."})
+    if len(messages) > MAX_MESSAGES_PER_APPEND:
+        raise ValidationError(
+            {"messages": f"At most {MAX_MESSAGES_PER_APPEND} messages at once."}
+        )
+
+
 @journaled()
 def message_append(
     *,
@@ -201,21 +213,75 @@ def message_append(
     The conversation row is locked for the append, so concurrent appenders get
     consecutive numbers. New messages go in with one bulk INSERT.
     """
-    if not isinstance(messages, list) or not messages:
-        raise ValidationError({"messages": "Send one message or a non-empty list."})
-    if len(messages) > MAX_MESSAGES_PER_APPEND:
-        raise ValidationError(
-            {"messages": f"At most {MAX_MESSAGES_PER_APPEND} messages at once."}
-        )
-    many = len(messages) > 1
-    # Only the conversation row: locking the joined project row FOR UPDATE
-    # would block every insert that references the project (the journal's
-    # included, taken under the JournalHead lock) and deadlock with it.
-    conversation = (
-        Conversation.objects.select_for_update(of=("self",))
-        .select_related("project")
-        .get(pk=conversation.pk)
+    _checked_list(messages)
+    return _append(
+        project_id=conversation.project_id,
+        entries=[(conversation.pk, spec) for spec in messages],
+        actor=actor,
     )
+
+
+@journaled()
+def messages_append(
+    *,
+    project: Project,
+    messages: list[dict[str, Any]],
+    actor: Actor = SYSTEM,
+) -> list[tuple[Message, bool]]:
+    """Append messages of several conversations of `project`, as message_append.
+
+    Each item is a message with the id of its `conversation`. The
+    conversations are locked in key order; each numbers its messages in the
+    order given, and roll-ups of the whole batch are written together.
+    """
+    _checked_list(messages)
+    entries = []
+    for spec in messages:
+        if isinstance(spec, dict):
+            spec = dict(spec)
+            entries.append((spec.pop("conversation", None), spec))
+        else:
+            entries.append((None, spec))
+    return _append(project_id=project.pk, entries=entries, actor=actor)
+
+
+def _locked_conversations(
+    project_id: int, entries: list[tuple[Any, Any]], many: bool
+) -> dict[str, Conversation]:
+    wanted = {str(c) for c, _ in entries if c is not None}
+    # Only the conversation rows, in key order so that appenders to several
+    # conversations never wait on each other in a cycle: locking the joined
+    # project row FOR UPDATE would block every insert that references the
+    # project (the journal's included, taken under the JournalHead lock).
+    found = {
+        str(c.pk): c
+        for c in Conversation.objects.select_for_update(of=("self",))
+        .filter(project_id=project_id, pk__in=[c for c in wanted if _is_uuid(c)])
+        .order_by("pk")
+    }
+    for index, (conversation_id, _) in enumerate(entries):
+        if str(conversation_id) not in found:
+            with _Prefixed(index if many else None):
+                raise ValidationError(
+                    {
+                        "conversation": (
+                            f"No conversation {conversation_id} in this project."
+                        )
+                    }
+                )
+    return found
+
+
+def _append(
+    *,
+    project_id: int,
+    entries: list[tuple[Any, Any]],
+    actor: Actor,
+) -> list[tuple[Message, bool]]:
+    """Append (conversation id, message) entries; see messages_append."""
+    many = len(entries) > 1
+    conversations = _locked_conversations(project_id, entries, many)
+    messages = [spec for _, spec in entries]
     sender_ids = {
         str(m["sender"]) for m in messages if isinstance(m, dict) and m.get("sender")
     }
@@ -229,16 +295,20 @@ def message_append(
         senders = {
             str(a.pk): a
             for a in Agent.objects.filter(
-                project=conversation.project,
+                project_id=project_id,
                 pk__in=[s for s in sender_ids if _is_uuid(s)],
             )
         }
 
     built: list[Message] = []
-    for index, spec in enumerate(messages):
+    for index, (conversation_id, spec) in enumerate(entries):
         with _Prefixed(index if many else None):
             built.append(
-                _build_message(spec, conversation=conversation, senders=senders)
+                _build_message(
+                    spec,
+                    conversation=conversations[str(conversation_id)],
+                    senders=senders,
+                )
             )
     ids = [m.pk for m in built]
     if len(set(ids)) != len(ids):
@@ -250,14 +320,18 @@ def message_append(
         .prefetch_related("recipient_links")
     }
 
-    # reply_to may name a stored message or an earlier one in this request;
-    # any other value is reported per message below.
-    reply_ids = {str(spec["reply_to"]) for spec in messages if spec.get("reply_to")}
+    # reply_to may name a stored message or an earlier one in this request,
+    # of the same conversation; any other value is reported per message below.
+    reply_ids = {
+        str(spec["reply_to"])
+        for spec in messages
+        if isinstance(spec, dict) and spec.get("reply_to")
+    }
     known: dict[str, Message] = (
         {
             str(m.pk): m
             for m in Message.objects.filter(
-                conversation=conversation,
+                conversation_id__in=[c.pk for c in conversations.values()],
                 pk__in=[r for r in reply_ids if _is_uuid(r)],
             )
         }
@@ -267,19 +341,22 @@ def message_append(
 
     results: list[tuple[Message, bool]] = []
     new: list[Message] = []
-    seq = conversation.message_count
+    seqs = {c.pk: c.message_count for c in conversations.values()}
     for index, (spec, message) in enumerate(zip(messages, built, strict=True)):
         with _Prefixed(index if many else None):
             reply_to = spec.get("reply_to")
             if reply_to:
                 message.reply_to = known.get(str(reply_to))
-                if message.reply_to is None:
+                if (
+                    message.reply_to is None
+                    or message.reply_to.conversation_id != message.conversation_id
+                ):
                     raise ValidationError(
                         {"reply_to": f"No earlier message {reply_to} here."}
                     )
             existing = stored.get(message.pk)
             if existing is not None:
-                if existing.conversation_id != conversation.pk:
+                if existing.conversation_id != message.conversation_id:
                     raise IdempotencyConflict(f"The id {message.pk} is taken.")
                 check_replay(
                     stored_digest=existing.create_digest,
@@ -293,8 +370,8 @@ def message_append(
                 results.append((existing, False))
                 known[str(existing.pk)] = existing
                 continue
-        seq += 1
-        message.seq = seq
+        seqs[message.conversation_id] += 1
+        message.seq = seqs[message.conversation_id]
         # The first message of the reply chain: replies inherit its id.
         message.thread = (
             message.reply_to.thread if message.reply_to is not None else message.pk
@@ -305,50 +382,73 @@ def message_append(
         new.append(message)
         known[str(message.pk)] = message
         results.append((message, True))
-    if not new:
-        return results
+    if new:
+        _write(new, conversations, seqs, actor)
+    return results
 
+
+def _write(
+    new: list[Message],
+    conversations: dict[str, Conversation],
+    seqs: dict[Any, int],
+    actor: Actor,
+) -> None:
+    """Insert new messages; conversation, task, agent and participant roll-ups."""
     Message.objects.bulk_create(new)
-    usage = {
-        "prompt_tokens": sum(m.prompt_tokens for m in new),
-        "completion_tokens": sum(m.completion_tokens for m in new),
-        "cached_tokens": sum(m.cached_tokens for m in new),
-        "cost": sum((m.cost for m in new), start=Decimal(0)),
-    }
-    last_at = max(m.created_at for m in new)
-    Conversation.objects.filter(pk=conversation.pk).update(
-        message_count=seq,
-        prompt_tokens=F("prompt_tokens") + usage["prompt_tokens"],
-        completion_tokens=F("completion_tokens") + usage["completion_tokens"],
-        cached_tokens=F("cached_tokens") + usage["cached_tokens"],
-        cost=F("cost") + usage["cost"],
-        last_message_at=last_at,
+    by_conversation: dict[Any, list[Message]] = {}
+    for m in new:
+        by_conversation.setdefault(m.conversation_id, []).append(m)
+
+    # One statement for every conversation: their rows are locked already.
+    def per_conversation(value: Any, output_field: Any = None) -> Case:
+        return Case(
+            *(When(pk=pk, then=value(added)) for pk, added in by_conversation.items()),
+            output_field=output_field,
+        )
+
+    def total(name: str) -> Any:
+        return lambda added: F(name) + sum(getattr(m, name) for m in added)
+
+    Conversation.objects.filter(pk__in=by_conversation).update(
+        message_count=per_conversation(
+            lambda added: Value(seqs[added[0].conversation_id])
+        ),
+        prompt_tokens=per_conversation(total("prompt_tokens")),
+        completion_tokens=per_conversation(total("completion_tokens")),
+        cached_tokens=per_conversation(total("cached_tokens")),
+        cost=per_conversation(
+            lambda added: F("cost") + sum((m.cost for m in added), start=Decimal(0)),
+            output_field=Conversation._meta.get_field("cost"),
+        ),
+        last_message_at=per_conversation(
+            lambda added: Value(max(m.created_at for m in added)),
+            output_field=Conversation._meta.get_field("last_message_at"),
+        ),
         updated_at=timezone.now(),
     )
     # Task, workflow and sender roll-ups (runs own usage a message names).
-    messages_rollup(task_id=conversation.task_id, messages=new)
+    tasks = {c.pk: c.task_id for c in conversations.values()}
+    messages_rollup(messages=new, tasks=tasks)
     MessageRecipient.objects.bulk_create(
         [
-            MessageRecipient(
-                project_id=conversation.project_id, message=m, agent_id=agent_id
-            )
+            MessageRecipient(project_id=m.project_id, message=m, agent_id=agent_id)
             for m in new
             for agent_id in m.recipient_ids
         ]
     )
-    _participants_count(conversation, new)
+    _participants_count(new)
     audit_events_record(
-        project_id=conversation.project_id,
+        project_id=new[0].project_id,
         actor=actor,
         events=[
             {
                 "kind": EventKind.MESSAGE_CREATED,
-                "conversation_id": conversation.pk,
-                "task_id": conversation.task_id,
+                "conversation_id": m.conversation_id,
+                "task_id": tasks[m.conversation_id],
                 "occurred_at": m.created_at,
                 "payload": {
                     "message": str(m.pk),
-                    "conversation": str(conversation.pk),
+                    "conversation": str(m.conversation_id),
                     "seq": m.seq,
                     "role": m.role,
                     "sender": pk_or_none(m.sender),
@@ -365,33 +465,45 @@ def message_append(
             for m in new
         ],
     )
-    return results
 
 
-def _participants_count(conversation: Conversation, new: list[Message]) -> None:
+def _participants_count(new: list[Message]) -> None:
     """Senders and recipients become participants; senders' counts grow."""
-    sent: dict[Any, int] = {}
+    sent: dict[tuple[Any, Any], int] = {}
+    involved: set[tuple[Any, Any]] = set()
     for m in new:
         if m.sender_id:
-            sent[m.sender_id] = sent.get(m.sender_id, 0) + 1
-    involved = set(sent) | {
-        uuid.UUID(agent_id) for m in new for agent_id in m.recipient_ids
-    }
+            key = (m.conversation_id, m.sender_id)
+            sent[key] = sent.get(key, 0) + 1
+        involved.update(
+            (m.conversation_id, uuid.UUID(agent_id)) for agent_id in m.recipient_ids
+        )
+    involved |= set(sent)
     if not involved:
         return
     Participant.objects.bulk_create(
         [
-            Participant(conversation=conversation, agent_id=a)
-            for a in sorted(involved, key=str)
+            Participant(conversation_id=c, agent_id=a)
+            for c, a in sorted(involved, key=str)
         ],
         ignore_conflicts=True,
     )
-    # In key order, so concurrent appenders never wait on each other in a
-    # cycle (they also hold the conversation lock).
-    for agent_id in sorted(sent, key=str):
-        Participant.objects.filter(conversation=conversation, agent_id=agent_id).update(
-            message_count=F("message_count") + sent[agent_id]
+    if not sent:
+        return
+    # One statement: only appenders write these counts, and they hold the
+    # conversations' locks.
+    pairs = sorted(sent, key=str)
+    matches = [Q(conversation_id=c, agent_id=a) for c, a in pairs]
+    Participant.objects.filter(functools.reduce(operator.or_, matches)).update(
+        message_count=F("message_count")
+        + Case(
+            *(
+                When(match, then=Value(sent[pair]))
+                for match, pair in zip(matches, pairs, strict=True)
+            ),
+            default=Value(0),
         )
+    )
 
 
 def message_append_one(

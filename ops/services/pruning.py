@@ -230,7 +230,6 @@ def _delete_conversations(ids: list, report: PruneReport) -> None:
             break
         # Their senders' roll-ups describe stored rows: take these out.
         messages_rollup(
-            task_id=None,
             messages=Message.objects.filter(id__in=message_ids).only(
                 "sender_id", "metadata", "latency_ms", *USAGE_COLUMNS
             ),

@@ -16,6 +16,12 @@ from tasks.services.dependencies import (
     task_dependency_add,
     task_dependency_remove,
 )
+from tasks.services.lifecycle import (
+    task_progress_set,
+    task_retry,
+    task_transition,
+    task_transition_many,
+)
 from tasks.services.queue import (
     LEASE_DEFAULT_SECONDS,
     LEASE_MAX_SECONDS,
@@ -47,10 +53,7 @@ from tasks.services.tasks import (
     TASK_UPDATABLE_FIELDS,
     task_create,
     task_create_many,
-    task_progress_set,
-    task_retry,
     task_rollup_add,
-    task_transition,
     task_update,
 )
 from tasks.services.workflows import (
@@ -102,6 +105,7 @@ __all__ = [
     "task_retry",
     "task_rollup_add",
     "task_transition",
+    "task_transition_many",
     "task_update",
     "workflow_create",
 ]

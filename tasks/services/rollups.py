@@ -110,20 +110,28 @@ def task_status_moved(
     after: str,
 ) -> None:
     """Roll up one task's status change into its workflow and assigned agent."""
-    if before == after:
-        return
-    if workflow_id is not None:
-        workflow_rollups_apply(
-            {workflow_id: {status_column(before): -1, status_column(after): 1}}
-        )
-    if agent_id is not None:
-        deltas: dict[str, int] = defaultdict(int)
-        if before in AGENT_OUTCOME:
-            deltas[AGENT_OUTCOME[before]] -= 1
-        if after in AGENT_OUTCOME:
-            deltas[AGENT_OUTCOME[after]] += 1
-        if deltas:
-            agent_rollups_apply({agent_id: deltas})
+    tasks_status_moved([(workflow_id, agent_id, before, after)])
+
+
+def tasks_status_moved(
+    moves: Iterable[tuple[uuid.UUID | None, uuid.UUID | None, str, str]],
+) -> None:
+    """Roll up status changes, (workflow id, agent id, before, after) each."""
+    workflows: Deltas = defaultdict(lambda: defaultdict(int))
+    agents: Deltas = defaultdict(lambda: defaultdict(int))
+    for workflow_id, agent_id, before, after in moves:
+        if before == after:
+            continue
+        if workflow_id is not None:
+            workflows[workflow_id][status_column(before)] -= 1
+            workflows[workflow_id][status_column(after)] += 1
+        if agent_id is not None:
+            if before in AGENT_OUTCOME:
+                agents[agent_id][AGENT_OUTCOME[before]] -= 1
+            if after in AGENT_OUTCOME:
+                agents[agent_id][AGENT_OUTCOME[after]] += 1
+    workflow_rollups_apply(workflows)
+    agent_rollups_apply(agents)
 
 
 def tasks_rollup(tasks: Iterable[Any], *, sign: int = 1) -> None:
@@ -152,16 +160,37 @@ def task_usage_add(
     """Add usage to a task and its workflow (the task's, unless given)."""
     from tasks.models import Task, Workflow
 
+    if workflow_id is ...:
+        tasks_usage_add({task_id: usage})
+        return
     values = {name: _plus(name, usage[name]) for name in USAGE if usage.get(name)}
     if not values:
         return
     Task.objects.filter(pk=task_id).update(**values)
-    if workflow_id is ...:
-        Workflow.objects.filter(
-            pk__in=Task.objects.filter(pk=task_id).values("workflow_id")
-        ).update(**values)
-    elif workflow_id is not None:
+    if workflow_id is not None:
         Workflow.objects.filter(pk=workflow_id).update(**values)
+
+
+def tasks_usage_add(deltas: Deltas) -> None:
+    """Add `{task_id: {usage column: delta}}` to tasks and their workflows."""
+    from tasks.models import Task
+
+    deltas = {
+        pk: {name: delta[name] for name in USAGE if delta.get(name)}
+        for pk, delta in deltas.items()
+        if pk is not None
+    }
+    deltas = {pk: delta for pk, delta in deltas.items() if delta}
+    if not deltas:
+        return
+    _apply(Task, deltas)
+    workflows: Deltas = defaultdict(lambda: defaultdict(int))
+    for pk, workflow_id in Task.objects.filter(
+        pk__in=deltas, workflow_id__isnull=False
+    ).values_list("pk", "workflow_id"):
+        for name, delta in deltas[pk].items():
+            workflows[workflow_id][name] += delta
+    workflow_rollups_apply(workflows)
 
 
 def runs_rollup(runs: Iterable[Any], *, sign: int = 1) -> None:
@@ -179,24 +208,28 @@ def runs_rollup(runs: Iterable[Any], *, sign: int = 1) -> None:
 
 def messages_rollup(
     *,
-    task_id: uuid.UUID | None,
     messages: Iterable[Any],
+    tasks: Mapping[Any, uuid.UUID | None] | None = None,
     sign: int = 1,
 ) -> None:
-    """Roll up appended (or, sign -1, deleted) messages of one task's conversation.
+    """Roll up appended (or, sign -1, deleted) messages.
 
-    Usage that counts (see `usage_counts`) goes to the task and its workflow
-    (when `task_id` is given) and to each sender, with its message count and
-    latency. Each item has `sender_id`, `metadata`, `latency_ms` and the
-    usage columns.
+    Usage that counts (see `usage_counts`) goes to the task of each
+    message's conversation (`tasks`: conversation id -> task id, for
+    appends) and its workflow, and to each sender, with its message count
+    and latency. Each item has `conversation_id`, `sender_id`, `metadata`,
+    `latency_ms` and the usage columns.
     """
-    task_usage: dict[str, Any] = defaultdict(int)
+    task_usage: Deltas = defaultdict(lambda: defaultdict(int))
     agents: Deltas = defaultdict(lambda: defaultdict(int))
     for message in messages:
         counts = usage_counts(message.metadata)
-        if counts:
-            for name in USAGE:
-                task_usage[name] += getattr(message, name)
+        if counts and tasks:
+            task_id = tasks.get(message.conversation_id)
+            if task_id is not None:
+                usage = task_usage[task_id]
+                for name in USAGE:
+                    usage[name] += getattr(message, name)
         if message.sender_id is None:
             continue
         deltas = agents[message.sender_id]
@@ -207,6 +240,6 @@ def messages_rollup(
         if message.latency_ms is not None:
             deltas["latency_total_ms"] += sign * message.latency_ms
             deltas["latency_count"] += sign
-    if task_id is not None and sign > 0:
-        task_usage_add(task_id=task_id, **task_usage)
+    if sign > 0:
+        tasks_usage_add(task_usage)
     agent_rollups_apply(agents, active_at=timezone.now() if sign > 0 else None)

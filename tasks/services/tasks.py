@@ -6,7 +6,6 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -19,13 +18,9 @@ from audit.services import (
     audit_events_record,
     audit_log_record,
     audit_logs_record,
-    audit_operation_applied,
 )
 from swarmsite.errors import (
-    Conflict,
     IdempotencyConflict,
-    IllegalTransition,
-    NotFound,
     ValidationError,
     VersionConflict,
 )
@@ -44,15 +39,13 @@ from swarmsite.validation import (
     resolve_many,
 )
 from tasks.models import (
-    TASK_TRANSITIONS,
-    TERMINAL_STATUSES,
     Agent,
     Task,
     TaskDependency,
-    TaskStatus,
     Workflow,
 )
-from tasks.services.rollups import task_status_moved, task_usage_add, tasks_rollup
+from tasks.services.lifecycle import task_locked, task_replayed, whole_number
+from tasks.services.rollups import task_usage_add, tasks_rollup
 
 # Fields a client may change with task_update; the rest move through their
 # own services (status, progress) or are roll-ups.
@@ -125,12 +118,6 @@ def _task_key(value: Any) -> str:
     return value
 
 
-def _whole_number(value: Any, *, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError({field: "Must be a whole number."})
-    return value
-
-
 @race_safe
 def task_create_many(
     *, project: Project, tasks: list[dict[str, Any]], actor: Actor = SYSTEM
@@ -198,7 +185,7 @@ def task_create_many(
             parent=referenced.one(
                 field="parent", value=spec.get("parent"), earlier=earlier
             ),
-            priority=_whole_number(spec.get("priority", 0), field="priority"),
+            priority=whole_number(spec.get("priority", 0), field="priority"),
             assigned_agent=agents.one(
                 field="assigned_agent", value=spec.get("assigned_agent")
             ),
@@ -310,25 +297,6 @@ class _RollupView:
             setattr(self, name, getattr(task, name))
 
 
-def _locked(task: Task) -> Task:
-    """`task` reloaded, its row locked until commit (a replay waits here)."""
-    if not Task.objects.select_for_update().filter(pk=task.pk).exists():
-        raise NotFound(f"Task {task.pk} does not exist.")
-    task.refresh_from_db()
-    return task
-
-
-def _replayed(task: Task, operation_id: uuid.UUID | None, *kinds: str) -> bool:
-    """Whether this operation was applied before; marks `task.replayed`."""
-    task.replayed = audit_operation_applied(
-        project_id=task.project_id,
-        operation_id=operation_id,
-        kinds=kinds,
-        subject=("task", str(task.pk)),
-    )
-    return task.replayed
-
-
 @journaled()
 def task_update(
     *,
@@ -349,10 +317,10 @@ def task_update(
             dict.fromkeys(unknown, "This field cannot be changed here.")
         )
     if expected_version is not None:
-        _whole_number(expected_version, field="expected_version")
+        whole_number(expected_version, field="expected_version")
     operation_id = parse_uuid(operation_id, field="id")
-    task = _locked(task)
-    if _replayed(task, operation_id, EventKind.TASK_UPDATED):
+    task = task_locked(task)
+    if task_replayed(task, operation_id, EventKind.TASK_UPDATED):
         return task
     if expected_version is not None and expected_version != task.version:
         raise VersionConflict(expected=expected_version, actual=task.version)
@@ -384,7 +352,7 @@ def task_update(
     if "input" in fields:
         json_check(fields["input"], field="input")
     if "priority" in fields:
-        _whole_number(fields["priority"], field="priority")
+        whole_number(fields["priority"], field="priority")
     for name, value in fields.items():
         setattr(task, name, value)
     if task.assigned_agent is not None and task.assigned_agent not in involved:
@@ -429,174 +397,6 @@ def task_update(
             changes=changes,
         )
     return task
-
-
-@journaled()
-def task_transition(
-    *,
-    task: Task,
-    status: str,
-    expected_version: int | None = None,
-    result: Any = None,
-    result_summary: str | None = None,
-    error: str | None = None,
-    operation_id: uuid.UUID | str | None = None,
-    actor: Actor = SYSTEM,
-) -> Task:
-    """Move a task along its lifecycle with the row locked.
-
-    The row is locked and updated only from the state read under the lock:
-    of several concurrent conflicting transitions exactly one wins, the
-    others raise IllegalTransition or VersionConflict and change nothing. A
-    repeated `operation_id` changes nothing, whatever happened since, and
-    sets `task.replayed`.
-    """
-    if status not in TaskStatus.values:
-        raise ValidationError(
-            {"status": f"Choose from {', '.join(TaskStatus.values)}."}
-        )
-    if expected_version is not None:
-        _whole_number(expected_version, field="expected_version")
-    if result is not None:
-        json_check(result, field="result")
-    operation_id = parse_uuid(operation_id, field="id")
-    stored = _locked(task)
-    if _replayed(stored, operation_id, EventKind.TASK_STATUS_CHANGED):
-        return stored
-    current = {
-        "status": stored.status,
-        "version": stored.version,
-        "started_at": stored.started_at,
-    }
-    if expected_version is not None and expected_version != current["version"]:
-        raise VersionConflict(expected=expected_version, actual=current["version"])
-    if status not in TASK_TRANSITIONS[current["status"]]:
-        raise IllegalTransition(current=current["status"], requested=status)
-    now = timezone.now()
-    values: dict[str, Any] = {"status": status, "updated_at": now}
-    if status == TaskStatus.RUNNING:
-        # The stored value, not the caller's copy: a retry keeps the first start.
-        values["started_at"] = current["started_at"] or now
-    if status in TERMINAL_STATUSES:
-        values["completed_at"] = now
-    if status == TaskStatus.COMPLETED:
-        values["progress"] = 100
-    if status == TaskStatus.QUEUED and current["status"] in TERMINAL_STATUSES:
-        values.update(completed_at=None, error="")
-    if current["status"] == TaskStatus.RUNNING:
-        values["lease_expires_at"] = None
-    if result is not None:
-        values["result"] = result
-    if result_summary is not None:
-        values["result_summary"] = result_summary
-    if error is not None:
-        values["error"] = error
-    Task.objects.filter(pk=task.pk).update(**values, version=F("version") + 1)
-    for name, value in values.items():
-        setattr(stored, name, value)
-    stored.version = current["version"] + 1
-    task_status_moved(
-        workflow_id=stored.workflow_id,
-        agent_id=stored.assigned_agent_id,
-        before=current["status"],
-        after=status,
-    )
-    payload = {
-        "task": str(stored.pk),
-        "from": current["status"],
-        "to": status,
-        "version": stored.version,
-    }
-    if result_summary:
-        payload["result_summary"] = result_summary
-    if error:
-        payload["error"] = error
-    audit_event_record(
-        project_id=stored.project_id,
-        kind=EventKind.TASK_STATUS_CHANGED,
-        actor=actor,
-        task_id=stored.pk,
-        payload=payload,
-        occurred_at=now,
-        event_id=operation_id,
-    )
-    audit_log_record(
-        project_id=stored.project_id,
-        action=AuditAction.TASK_STATUS_CHANGED,
-        actor=actor,
-        obj=stored,
-        changes={"status": [current["status"], status]},
-    )
-    return stored
-
-
-def task_retry(
-    *,
-    task: Task,
-    expected_version: int | None = None,
-    operation_id: uuid.UUID | str | None = None,
-    actor: Actor = SYSTEM,
-) -> Task:
-    """Queue a failed or cancelled task again (`queued`)."""
-    with transaction.atomic():
-        stored = _locked(task)
-        operation_id = parse_uuid(operation_id, field="id")
-        if _replayed(stored, operation_id, EventKind.TASK_STATUS_CHANGED):
-            return stored
-        if stored.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-            raise Conflict(
-                "Only failed or cancelled tasks can be retried; "
-                f"this one is {stored.status}."
-            )
-        return task_transition(
-            task=stored,
-            status=TaskStatus.QUEUED,
-            expected_version=expected_version,
-            operation_id=operation_id,
-            actor=actor,
-        )
-
-
-@journaled()
-def task_progress_set(
-    *,
-    task: Task,
-    progress: int,
-    operation_id: uuid.UUID | str | None = None,
-    actor: Actor = SYSTEM,
-) -> Task:
-    """Set an unfinished task's progress (0-100); does not bump its version.
-
-    A repeated `operation_id` changes nothing and sets `task.replayed`.
-    """
-    if (
-        isinstance(progress, bool)
-        or not isinstance(progress, int)
-        or not 0 <= progress <= 100
-    ):
-        raise ValidationError({"progress": "Must be a whole number from 0 to 100."})
-    operation_id = parse_uuid(operation_id, field="id")
-    stored = _locked(task)
-    if _replayed(stored, operation_id, EventKind.TASK_PROGRESS):
-        return stored
-    if stored.status in TERMINAL_STATUSES:
-        raise Conflict(
-            f"The task is {stored.status}; its progress can no longer change."
-        )
-    now = timezone.now()
-    Task.objects.filter(pk=task.pk).update(progress=progress, updated_at=now)
-    previous = stored.progress
-    stored.progress, stored.updated_at = progress, now
-    audit_event_record(
-        project_id=stored.project_id,
-        kind=EventKind.TASK_PROGRESS,
-        actor=actor,
-        task_id=stored.pk,
-        payload={"task": str(stored.pk), "progress": progress, "previous": previous},
-        occurred_at=now,
-        event_id=operation_id,
-    )
-    return stored
 
 
 def task_rollup_add(

@@ -23,7 +23,7 @@ from swarmsite.validation import (
     parse_uuid,
 )
 from tasks.models import TERMINAL_STATUSES, Task, TaskStatus, Workflow
-from tasks.services.tasks import task_transition
+from tasks.services.lifecycle import task_transition
 
 WORKFLOW_UPDATED = "workflow.updated"
 WORKFLOW_CANCELLED = "workflow.cancelled"

@@ -5,6 +5,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, transaction
+from django.test.utils import CaptureQueriesContext
 
 from audit.chain import (
     GENESIS_HASH,
@@ -301,6 +302,14 @@ def test_a_released_savepoint_keeps_what_it_buffered(project):
         transaction.savepoint_commit(sid)
 
     assert event_kinds(project, position__gt=start) == ["item.kept"]
+
+
+def test_recording_inside_a_journal_opens_no_savepoint(project):
+    with journaled(), CaptureQueriesContext(transaction.get_connection()) as ctx:
+        audit_event_record(project_id=project.pk, kind="task.created")
+        audit_log_record(project_id=project.pk, action="task.created")
+
+    assert ctx.captured_queries == []
 
 
 def test_the_journal_leaves_the_connection_as_it_found_it(project):

@@ -9,9 +9,11 @@ from conversations.models import Conversation, Message, Participant
 from conversations.services import (
     MAX_MESSAGES_PER_APPEND,
     conversation_create,
+    conversation_create_many,
     conversation_update,
     message_append,
     message_append_one,
+    messages_append,
 )
 from swarmsite.errors import IdempotencyConflict, ValidationError
 from tasks.models import Task
@@ -199,6 +201,78 @@ def test_conversation_create_refuses_bad_input(project, kwargs, field):
     assert table_counts() == before
 
 
+def test_conversation_create_many_opens_them_in_order_with_one_event_each(
+    project, task, agent
+):
+    start = last_position(project)
+    ids = [uuid.uuid4(), uuid.uuid4()]
+
+    results = conversation_create_many(
+        project=project,
+        conversations=[
+            {"conversation_id": ids[0], "task": task.pk, "title": "One"},
+            {"conversation_id": ids[1], "participants": [agent.pk], "title": "Two"},
+        ],
+    )
+
+    assert [(c.pk, c.title, created) for c, created in results] == [
+        (ids[0], "One", True),
+        (ids[1], "Two", True),
+    ]
+    assert Conversation.objects.get(pk=ids[0]).task_id == task.pk
+    assert list(Conversation.objects.get(pk=ids[1]).participants.all()) == [agent]
+    events = new_events(project, start)
+    assert [(e.kind, e.conversation_id) for e in events] == [
+        ("conversation.created", ids[0]),
+        ("conversation.created", ids[1]),
+    ]
+
+
+def test_conversation_create_many_answers_a_repeated_id_as_a_retry(project):
+    known = uuid.uuid4()
+    conversation_create(project=project, conversation_id=known, title="Known")
+    again = uuid.uuid4()
+
+    results = conversation_create_many(
+        project=project,
+        conversations=[
+            {"conversation_id": known, "title": "Known"},
+            {"conversation_id": again, "title": "New"},
+            {"conversation_id": again, "title": "New"},
+        ],
+    )
+
+    assert [(c.pk, created) for c, created in results] == [
+        (known, False),
+        (again, True),
+        (again, False),
+    ]
+    assert Conversation.objects.filter(pk__in=[known, again]).count() == 2
+
+
+def test_conversation_create_many_refuses_a_repeated_id_with_another_body(project):
+    same = uuid.uuid4()
+    before = table_counts()
+
+    with pytest.raises(IdempotencyConflict):
+        conversation_create_many(
+            project=project,
+            conversations=[
+                {"conversation_id": same, "title": "One"},
+                {"conversation_id": same, "title": "Two"},
+            ],
+        )
+
+    assert table_counts() == before
+
+
+def test_conversation_create_many_refuses_an_unknown_key(project):
+    with pytest.raises(ValidationError) as exc:
+        conversation_create_many(project=project, conversations=[{"name": "x"}])
+
+    assert exc.value.fields == {"name": ["Unknown field."]}
+
+
 def test_conversation_update_changes_fields_and_records_the_changes(
     project, conversation, agent
 ):
@@ -338,6 +412,115 @@ def test_message_append_many_numbers_them_1_to_n_in_one_ring(
         conversation=conversation, messages=[{"role": "user"}, {"role": "tool"}]
     )
     assert [m.seq for m, _ in more] == [6, 7]
+
+
+def test_messages_append_numbers_each_conversation_on_from_its_own_count(
+    project, conversation, task, agent, django_capture_on_commit_callbacks
+):
+    message_append_one(conversation=conversation, role="user")
+    other, _ = conversation_create(project=project, title="Other")
+    start = last_position(project)
+
+    with doorbell(project) as bell:
+        with django_capture_on_commit_callbacks(execute=True):
+            results = messages_append(
+                project=project,
+                messages=[
+                    {"conversation": str(other.pk), "role": "user", "content": "a"},
+                    {
+                        "conversation": str(conversation.pk),
+                        "role": "assistant",
+                        "sender": str(agent.pk),
+                        "prompt_tokens": 5,
+                    },
+                    {"conversation": str(other.pk), "role": "user", "content": "b"},
+                ],
+            )
+        rings = bell.rings()
+
+    assert [(m.conversation_id, m.seq, new) for m, new in results] == [
+        (other.pk, 1, True),
+        (conversation.pk, 2, True),
+        (other.pk, 2, True),
+    ]
+    assert seqs(conversation) == [1, 2]
+    assert seqs(other) == [1, 2]
+    assert Conversation.objects.get(pk=other.pk).message_count == 2
+    assert rollups(task)[0] == 5
+    assert rollups(other)[0] == 0
+    events = new_events(project, start)
+    assert [(e.conversation_id, e.task_id, e.payload["seq"]) for e in events] == [
+        (other.pk, None, 1),
+        (conversation.pk, task.pk, 2),
+        (other.pk, None, 2),
+    ]
+    assert len(rings) == 1
+
+
+def test_messages_append_counts_each_sender_in_each_conversation(
+    project, conversation, agent
+):
+    other, _ = conversation_create(project=project)
+    second, _ = agent_register(project=project, name="second")
+
+    messages_append(
+        project=project,
+        messages=[
+            {"conversation": conversation.pk, "role": "assistant", "sender": agent.pk},
+            {"conversation": other.pk, "role": "assistant", "sender": agent.pk},
+            {"conversation": other.pk, "role": "assistant", "sender": second.pk},
+            {"conversation": other.pk, "role": "assistant", "sender": agent.pk},
+        ],
+    )
+
+    links = {
+        (link.conversation_id, link.agent_id): link.message_count
+        for link in Participant.objects.filter(conversation__in=[conversation, other])
+    }
+    assert links == {
+        (conversation.pk, agent.pk): 1,
+        (other.pk, agent.pk): 2,
+        (other.pk, second.pk): 1,
+    }
+    agent.refresh_from_db()
+    assert agent.messages_count == 3
+
+
+def test_messages_append_names_a_missing_conversation_by_index(
+    project, conversation, other_project
+):
+    elsewhere, _ = conversation_create(project=other_project)
+    before = table_counts()
+
+    with pytest.raises(ValidationError) as exc:
+        messages_append(
+            project=project,
+            messages=[
+                {"conversation": conversation.pk, "role": "user"},
+                {"conversation": elsewhere.pk, "role": "user"},
+            ],
+        )
+
+    assert list(exc.value.fields) == ["messages[1].conversation"]
+    assert table_counts() == before
+
+
+def test_messages_append_refuses_a_reply_to_another_conversations_message(
+    project, conversation
+):
+    other, _ = conversation_create(project=project)
+    first = uuid.uuid4()
+
+    with pytest.raises(ValidationError) as exc:
+        messages_append(
+            project=project,
+            messages=[
+                {"conversation": other.pk, "id": first, "role": "user"},
+                {"conversation": conversation.pk, "role": "user", "reply_to": first},
+            ],
+        )
+
+    assert list(exc.value.fields) == ["messages[1].reply_to"]
 
 
 def test_messages_of_a_conversation_without_a_task_roll_up_onto_it_only(project, task):

@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 
 from audit.chain import audit_chain_verify
 from audit.models import AuditLog, Event
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, Participant
 from conversations.services import conversation_create
 from swarmsite.metrics import INGEST_ITEMS
 from tasks.models import Agent, AgentRun, Task, TaskDependency
@@ -477,6 +477,67 @@ def test_items_are_written_with_bulk_statements(api, project):
     # (PostgreSQL needs none): far less than a query per 20 items.
     assert queries(200) - queries(10) < 570 / 20
     assert Message.objects.filter(conversation=conversation).count() == 210
+
+
+def test_conversations_and_their_messages_cost_no_query_per_conversation(
+    api, project, agent
+):
+    def batch(n: int) -> list[dict]:
+        ids = [str(uuid.uuid4()) for _ in range(n)]
+        return [{"type": "conversation", "data": {"id": i}} for i in ids] + [
+            {
+                "type": "message",
+                "data": {
+                    "conversation": i,
+                    "role": "assistant",
+                    "sender": str(agent.pk),
+                    "prompt_tokens": 3,
+                },
+            }
+            for i in ids
+        ]
+
+    def queries(n: int) -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            results = _post(api, batch(n))
+        assert {r["status"] for r in results} == {"created"}
+        return len(ctx.captured_queries)
+
+    queries(1)  # The key's first use is recorded once.
+    assert queries(20) == queries(2)
+    agent.refresh_from_db()
+    assert (agent.messages_count, agent.prompt_tokens) == (23, 69)
+    assert Participant.objects.filter(agent=agent, message_count=1).count() == 23
+
+
+def test_transitions_of_a_batch_cost_one_update_per_task(api, project):
+    def batch(n: int) -> list[dict]:
+        ids = [str(uuid.uuid4()) for _ in range(n)]
+        return (
+            [{"type": "task", "data": {"id": i, "title": "t"}} for i in ids]
+            + [
+                {
+                    "type": "transition",
+                    "data": {"task": i, "status": "running", "id": str(uuid.uuid4())},
+                }
+                for i in ids
+            ]
+            + [
+                {"type": "transition", "data": {"task": i, "status": "completed"}}
+                for i in ids
+            ]
+        )
+
+    def queries(n: int) -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            results = _post(api, batch(n))
+        assert {r["status"] for r in results} == {"created"}
+        return len(ctx.captured_queries)
+
+    queries(1)  # The key's first use is recorded once.
+    # Each task's transitions are one UPDATE; SQLite may add an INSERT chunk.
+    assert queries(20) - queries(2) <= 18 + 2
+    assert Task.objects.filter(project=project, status="completed").count() == 23
 
 
 def test_runs_of_one_batch_roll_up_into_their_tasks_once(api, project, agent):

@@ -36,6 +36,7 @@ from tasks.services import (
     task_dependency_remove,
     task_progress_set,
     task_transition,
+    task_transition_many,
     task_update,
     workflow_create,
 )
@@ -960,6 +961,97 @@ def test_task_transition_of_a_missing_task_is_not_found(project):
 
     with pytest.raises(NotFound):
         task_transition(task=ghost, status="running")
+
+
+def test_task_transition_many_applies_items_in_order_with_their_events(project, agent):
+    workflow, _ = workflow_create(project=project, name="wf")
+    first, _ = task_create(project=project, title="a", workflow=workflow.pk)
+    second, _ = task_create(
+        project=project, title="b", workflow=workflow.pk, assigned_agent=agent.pk
+    )
+    start = last_position(project)
+    operation = uuid.uuid4()
+
+    moved = task_transition_many(
+        project=project,
+        transitions=[
+            {"task": str(second.pk), "status": "running", "operation_id": operation},
+            {"task": first.pk, "status": "running"},
+            {"task": second.pk, "status": "completed", "result_summary": "ok"},
+            {"task": second.pk, "status": "running", "operation_id": operation},
+        ],
+    )
+
+    assert [(task.pk, replayed) for task, replayed in moved] == [
+        (second.pk, False),
+        (first.pk, False),
+        (second.pk, False),
+        (second.pk, True),
+    ]
+    rows = {t.pk: t for t in Task.objects.filter(pk__in=[first.pk, second.pk])}
+    assert (rows[first.pk].status, rows[first.pk].version) == (
+        "running",
+        first.version + 1,
+    )
+    assert (rows[second.pk].status, rows[second.pk].version) == (
+        "completed",
+        second.version + 2,
+    )
+    assert rows[second.pk].progress == 100
+    events = new_events(project, start)
+    assert [(e.task_id, e.payload["from"], e.payload["to"]) for e in events] == [
+        (second.pk, "pending", "running"),
+        (first.pk, "pending", "running"),
+        (second.pk, "running", "completed"),
+    ]
+    assert events[0].uuid == operation
+    workflow.refresh_from_db()
+    agent.refresh_from_db()
+    assert (workflow.tasks_running, workflow.tasks_completed) == (1, 1)
+    assert agent.tasks_completed == 1
+
+
+def test_task_transition_many_judges_each_item_on_the_state_before_it(project):
+    task, _ = task_create(project=project, title="a")
+    before = table_counts()
+
+    with pytest.raises(IllegalTransition):
+        task_transition_many(
+            project=project,
+            transitions=[
+                {"task": task.pk, "status": "running"},
+                {"task": task.pk, "status": "running"},
+            ],
+        )
+
+    assert table_counts() == before
+    assert Task.objects.get(pk=task.pk).status == "pending"
+
+
+def test_task_transition_many_names_a_task_of_another_project(project, other_project):
+    elsewhere, _ = task_create(project=other_project, title="x")
+
+    with pytest.raises(ValidationError) as exc:
+        task_transition_many(
+            project=project, transitions=[{"task": elsewhere.pk, "status": "running"}]
+        )
+
+    assert exc.value.fields == {"task": [f"No task {elsewhere.pk} in this project."]}
+
+
+def test_task_transition_many_refuses_one_operation_id_on_two_tasks(project):
+    a, _ = task_create(project=project, title="a")
+    b, _ = task_create(project=project, title="b")
+    operation = uuid.uuid4()
+
+    with pytest.raises(IdempotencyConflict):
+        task_transition_many(
+            project=project,
+            transitions=[
+                {"task": a.pk, "status": "running", "operation_id": operation},
+                {"task": b.pk, "status": "running", "operation_id": operation},
+            ],
+        )
 
 
 # Tasks: progress -------------------------------------------------------------------
