@@ -8,7 +8,7 @@ from rest_framework.exceptions import ValidationError
 
 from audit.models import AuditLog
 from swarmsite.actors import ActorType
-from swarmsite.filters import UTCDateTimeFilter
+from swarmsite.filters import StrictFilterSet, UTCDateTimeFilter
 
 MAX_FILTER_VALUES = 100
 
@@ -35,7 +35,7 @@ class CharInFilter(django_filters.BaseInFilter, django_filters.CharFilter):
         return super().filter(qs, value)
 
 
-class AuditLogFilterSet(django_filters.FilterSet):
+class AuditLogFilterSet(StrictFilterSet):
     """`action` is repeatable; `since` is inclusive and `until` exclusive."""
 
     action = CharInFilter(max_length=100)

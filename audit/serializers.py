@@ -6,9 +6,15 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from audit.models import AuditLog, Event
+from swarmsite.filters import refuse_empty
 from swarmsite.serializers import (
     JSONValueField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
     StrictInputSerializer,
+    StrictModelSerializer,
+    StrictUUIDField,
     UTCDateTimeField,
 )
 
@@ -28,7 +34,7 @@ class ActorSerializer(serializers.Serializer):
     label = serializers.CharField()
 
 
-class EventSerializer(serializers.ModelSerializer):
+class EventSerializer(StrictModelSerializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
     task = serializers.UUIDField(source="task_id", read_only=True, allow_null=True)
     conversation = serializers.UUIDField(
@@ -61,22 +67,24 @@ class EventFilterSerializer(serializers.Serializer):
     """`task`, `conversation` and `kind` are repeatable (or comma-separated)."""
 
     task = serializers.ListField(
-        child=serializers.UUIDField(), required=False, max_length=MAX_FILTER_VALUES
+        child=StrictUUIDField(), required=False, max_length=MAX_FILTER_VALUES
     )
     conversation = serializers.ListField(
-        child=serializers.UUIDField(), required=False, max_length=MAX_FILTER_VALUES
+        child=StrictUUIDField(), required=False, max_length=MAX_FILTER_VALUES
     )
     kind = serializers.ListField(
-        child=serializers.CharField(max_length=100),
+        child=StrictCharField(max_length=100),
         required=False,
         max_length=MAX_FILTER_VALUES,
     )
 
     @classmethod
     def from_query(cls, query_params) -> dict:
+        names = ("task", "conversation", "kind")
+        refuse_empty(query_params, names)
         data = {
             name: [v for raw in query_params.getlist(name) for v in raw.split(",") if v]
-            for name in ("task", "conversation", "kind")
+            for name in names
             if name in query_params
         }
         serializer = cls(data=data)
@@ -87,10 +95,10 @@ class EventFilterSerializer(serializers.Serializer):
 class EventCreateInputSerializer(StrictInputSerializer):
     read_only_names = ("position", "actor", "recorded_at", "correlation_id")
 
-    id = serializers.UUIDField(required=False)
-    kind = serializers.CharField(max_length=100)
-    task = serializers.UUIDField(required=False, allow_null=True)
-    conversation = serializers.UUIDField(required=False, allow_null=True)
+    id = StrictUUIDField(required=False)
+    kind = StrictCharField(max_length=100)
+    task = StrictUUIDField(required=False, allow_null=True)
+    conversation = StrictUUIDField(required=False, allow_null=True)
     payload = JSONValueField(kind=dict, required=False)
     occurred_at = UTCDateTimeField(required=False)
 
@@ -106,7 +114,7 @@ class EventPageSerializer(serializers.Serializer):
     previous = serializers.URLField(allow_null=True)
 
 
-class AuditLogSerializer(serializers.ModelSerializer):
+class AuditLogSerializer(StrictModelSerializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
     actor = serializers.SerializerMethodField()
 
@@ -159,15 +167,13 @@ class AuditLogCreateInputSerializer(StrictInputSerializer):
         "hash",
     )
 
-    id = serializers.UUIDField(required=False)
-    action = serializers.CharField(max_length=100)
-    target = serializers.CharField(max_length=500, required=False, allow_blank=True)
-    success = serializers.BooleanField(required=False, default=True)
-    duration_ms = serializers.FloatField(
+    id = StrictUUIDField(required=False)
+    action = StrictCharField(max_length=100)
+    target = StrictCharField(max_length=500, required=False, allow_blank=True)
+    success = StrictBooleanField(required=False, default=True)
+    duration_ms = StrictFloatField(
         required=False, allow_null=True, min_value=0, max_value=1e12
     )
-    error = serializers.CharField(
-        required=False, allow_blank=True, trim_whitespace=False
-    )
+    error = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
     details = JSONValueField(kind=dict, required=False)
     occurred_at = UTCDateTimeField(required=False)

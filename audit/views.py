@@ -43,12 +43,13 @@ PAGE_SIZE_PARAMETER = OpenApiParameter(
 
 
 def _repeatable(name: str, kind: OpenApiTypes, description: str) -> OpenApiParameter:
+    description = f"{description} Repeatable, or comma-separated."
+    if kind == OpenApiTypes.STR:
+        # `?name=` is refused, so a text value is documented as non-empty.
+        text = {"type": "array", "items": {"type": "string", "minLength": 1}}
+        return OpenApiParameter(name, text, explode=True, description=description)
     return OpenApiParameter(
-        name,
-        kind,
-        many=True,
-        explode=True,
-        description=f"{description} Repeatable, or comma-separated.",
+        name, kind, many=True, explode=True, description=description
     )
 
 

@@ -13,7 +13,7 @@ from conversations.models import (
     MessageRole,
 )
 from conversations.selectors import memories_tagged, messages_to, messages_unread_by
-from swarmsite.filters import UTCDateTimeFilter
+from swarmsite.filters import StrictFilterSet, UTCDateTimeFilter
 
 INT32_MAX = 2**31 - 1
 
@@ -24,7 +24,7 @@ class IntegerFilter(django_filters.NumberFilter):
     field_class = forms.IntegerField
 
 
-class ConversationFilterSet(django_filters.FilterSet):
+class ConversationFilterSet(StrictFilterSet):
     task = django_filters.UUIDFilter(field_name="task_id")
     status = django_filters.MultipleChoiceFilter(choices=ConversationStatus.choices)
     # A participant link is unique per agent, so this join adds no duplicates.
@@ -37,7 +37,7 @@ class ConversationFilterSet(django_filters.FilterSet):
         fields = ["task", "status", "participant", "created_after", "created_before"]
 
 
-class MessageFilterSet(django_filters.FilterSet):
+class MessageFilterSet(StrictFilterSet):
     after_seq = IntegerFilter(
         field_name="seq", lookup_expr="gt", min_value=0, max_value=INT32_MAX
     )
@@ -49,7 +49,7 @@ class MessageFilterSet(django_filters.FilterSet):
         fields = ["after_seq", "sender", "role"]
 
 
-class MessageFeedFilterSet(django_filters.FilterSet):
+class MessageFeedFilterSet(StrictFilterSet):
     """Filters of the cross-conversation message list (an inbox)."""
 
     sender = django_filters.UUIDFilter(field_name="sender_id")
@@ -58,12 +58,8 @@ class MessageFeedFilterSet(django_filters.FilterSet):
     conversation = django_filters.UUIDFilter(field_name="conversation_id")
     unread_by = django_filters.UUIDFilter(method="filter_unread_by")
     role = django_filters.MultipleChoiceFilter(choices=MessageRole.choices)
-    created_after = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="gte"
-    )
-    created_before = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="lt"
-    )
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Message
@@ -85,7 +81,7 @@ class MessageFeedFilterSet(django_filters.FilterSet):
         return messages_unread_by(queryset, value)
 
 
-class MemoryFilterSet(django_filters.FilterSet):
+class MemoryFilterSet(StrictFilterSet):
     """Filters of the memory list; `q` (search) is read by the view."""
 
     agent = django_filters.UUIDFilter(field_name="agent_id")

@@ -19,7 +19,12 @@ from conversations.selectors import MESSAGE_BIG_FIELDS
 from swarmsite.serializers import (
     DecimalAmountField,
     JSONValueField,
+    StrictCharField,
+    StrictFloatField,
     StrictInputSerializer,
+    StrictIntegerField,
+    StrictModelSerializer,
+    StrictUUIDField,
     UTCDateTimeField,
 )
 
@@ -27,21 +32,12 @@ INT32_MAX = 2**31 - 1
 MAX_PARTICIPANTS = 1000
 
 
-def _id(**kwargs) -> serializers.UUIDField:
-    return serializers.UUIDField(required=False, allow_null=True, **kwargs)
+def _id(**kwargs) -> StrictUUIDField:
+    return StrictUUIDField(required=False, allow_null=True, **kwargs)
 
 
-class StringField(serializers.CharField):
-    """A CharField that refuses numbers instead of turning them into text."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-def _text(max_length: int | None = None) -> serializers.CharField:
-    return StringField(
+def _text(max_length: int | None = None) -> StrictCharField:
+    return StrictCharField(
         max_length=max_length,
         required=False,
         allow_blank=True,
@@ -51,7 +47,7 @@ def _text(max_length: int | None = None) -> serializers.CharField:
 
 def _participants() -> serializers.ListField:
     return serializers.ListField(
-        child=serializers.UUIDField(), max_length=MAX_PARTICIPANTS, required=False
+        child=StrictUUIDField(), max_length=MAX_PARTICIPANTS, required=False
     )
 
 
@@ -74,7 +70,7 @@ CONVERSATION_READ_ONLY = (
 )
 
 
-class ConversationSerializer(serializers.ModelSerializer):
+class ConversationSerializer(StrictModelSerializer):
     participants = serializers.SerializerMethodField()
 
     class Meta:
@@ -101,7 +97,7 @@ class ConversationSerializer(serializers.ModelSerializer):
 class ConversationCreateInputSerializer(StrictInputSerializer):
     read_only_names = (*CONVERSATION_READ_ONLY, "status")
 
-    id = serializers.UUIDField(required=False)
+    id = StrictUUIDField(required=False)
     task = _id()
     title = _text(max_length=500)
     participants = _participants()
@@ -141,7 +137,7 @@ MESSAGE_LIST_FIELDS = [
 ]
 
 
-class _MessageFields(serializers.ModelSerializer):
+class _MessageFields(StrictModelSerializer):
     recipients = serializers.SerializerMethodField()
 
     @extend_schema_field(serializers.ListField(child=serializers.UUIDField()))
@@ -167,8 +163,8 @@ class MessageSerializer(_MessageFields):
         read_only_fields = fields
 
 
-def _count() -> serializers.IntegerField:
-    return serializers.IntegerField(required=False, min_value=0, max_value=INT32_MAX)
+def _count() -> StrictIntegerField:
+    return StrictIntegerField(required=False, min_value=0, max_value=INT32_MAX)
 
 
 class MessageInputSerializer(StrictInputSerializer):
@@ -184,7 +180,7 @@ class MessageInputSerializer(StrictInputSerializer):
         "revised_at",
     )
 
-    id = serializers.UUIDField(required=False)
+    id = StrictUUIDField(required=False)
     recipients = _participants()
     role = serializers.ChoiceField(choices=MessageRole.choices)
     content = _text()
@@ -196,7 +192,7 @@ class MessageInputSerializer(StrictInputSerializer):
     completion_tokens = _count()
     cached_tokens = _count()
     cost = DecimalAmountField(max_digits=16, decimal_places=6, required=False)
-    latency_ms = serializers.FloatField(min_value=0, required=False, allow_null=True)
+    latency_ms = StrictFloatField(min_value=0, required=False, allow_null=True)
     reply_to = _id()
     metadata = JSONValueField(kind=dict, required=False)
 
@@ -206,14 +202,14 @@ class MessageReviseInputSerializer(StrictInputSerializer):
 
     read_only_names = ("revision", "revised_at", "seq", "role", "sender")
 
-    id = serializers.UUIDField(required=False)
-    content = StringField(allow_blank=True, trim_whitespace=False)
+    id = StrictUUIDField(required=False)
+    content = StrictCharField(allow_blank=True, trim_whitespace=False)
 
 
 # Participants ---------------------------------------------------------------
 
 
-class ParticipantSerializer(serializers.ModelSerializer):
+class ParticipantSerializer(StrictModelSerializer):
     class Meta:
         model = Participant
         fields = [
@@ -242,15 +238,15 @@ PARTICIPANT_READ_ONLY = (
 class ParticipantJoinInputSerializer(StrictInputSerializer):
     read_only_names = PARTICIPANT_READ_ONLY
 
-    agent = serializers.UUIDField()
+    agent = StrictUUIDField()
     role = _text(max_length=100)
 
 
 class ReadInputSerializer(StrictInputSerializer):
     """Move `agent`'s read marker to message number `seq` (never back)."""
 
-    agent = serializers.UUIDField()
-    seq = serializers.IntegerField(min_value=0, max_value=INT32_MAX)
+    agent = StrictUUIDField()
+    seq = StrictIntegerField(min_value=0, max_value=INT32_MAX)
 
 
 # Memories -------------------------------------------------------------------
@@ -258,7 +254,7 @@ class ReadInputSerializer(StrictInputSerializer):
 MEMORY_READ_ONLY = ("version", "created_at", "updated_at", "score", "project")
 
 
-class MemorySerializer(serializers.ModelSerializer):
+class MemorySerializer(StrictModelSerializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
 
     class Meta:
@@ -293,7 +289,7 @@ class MemorySearchResultSerializer(MemorySerializer):
 
 def _tags() -> serializers.ListField:
     return serializers.ListField(
-        child=StringField(max_length=100, allow_blank=False),
+        child=StrictCharField(max_length=100, allow_blank=False),
         max_length=100,
         required=False,
     )
@@ -304,8 +300,8 @@ class MemoryUpdateInputSerializer(StrictInputSerializer):
 
     read_only_names = (*MEMORY_READ_ONLY, "agent", "namespace", "key")
 
-    id = serializers.UUIDField(required=False)
-    content = StringField(required=False, allow_blank=True, trim_whitespace=False)
+    id = StrictUUIDField(required=False)
+    content = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
     tags = _tags()
     metadata = JSONValueField(kind=dict, required=False)
     task = _id()
@@ -318,9 +314,9 @@ class MemoryInputSerializer(MemoryUpdateInputSerializer):
 
     read_only_names = MEMORY_READ_ONLY
 
-    content = StringField(allow_blank=True, trim_whitespace=False)
+    content = StrictCharField(allow_blank=True, trim_whitespace=False)
     agent = _id()
-    namespace = StringField(
+    namespace = StrictCharField(
         max_length=200, required=False, default=DEFAULT_NAMESPACE, trim_whitespace=False
     )
     key = _text(max_length=500)

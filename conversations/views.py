@@ -73,6 +73,7 @@ from conversations.services import (
 )
 from swarmsite import errors
 from swarmsite.exceptions import RequestTooLarge
+from swarmsite.filters import wants_full
 from swarmsite.pagination import (
     CreatedCursorPagination,
     SeqCursorPagination,
@@ -91,6 +92,14 @@ FIELDS_PARAMETER = OpenApiParameter(
     OpenApiTypes.STR,
     enum=["full"],
     description="`full` adds `content`, `tool_calls` and `metadata` to each message.",
+)
+
+# The answer of an append: the message, or the list sent.
+MESSAGES_APPENDED = PolymorphicProxySerializer(
+    component_name="MessageAppended",
+    serializers=[MessageSerializer, MessageSerializer(many=True)],
+    resource_type_field_name=None,
+    many=False,
 )
 
 
@@ -227,10 +236,7 @@ class ConversationViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         return self._render(conversation)
 
     def _full(self) -> bool:
-        value = self.request.query_params.get("fields", "")
-        if value not in ("", "full"):
-            raise exceptions.ValidationError({"fields": ["Only 'full' is accepted."]})
-        return value == "full"
+        return wants_full(self.request.query_params)
 
     @extend_schema(
         methods=["GET"],
@@ -258,11 +264,10 @@ class ConversationViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
             many=False,
         ),
         responses={
-            (201, "application/json"): PolymorphicProxySerializer(
-                component_name="MessageAppended",
-                serializers=[MessageSerializer, MessageSerializer(many=True)],
-                resource_type_field_name=None,
-                many=False,
+            (201, "application/json"): MESSAGES_APPENDED,
+            (200, "application/json"): OpenApiResponse(
+                MESSAGES_APPENDED,
+                description="Every message id was already stored with that body.",
             ),
             413: OpenApiResponse(description="More messages than one request takes."),
         },
@@ -339,7 +344,9 @@ class ConversationViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
     @extend_schema(
         summary="Make an agent leave a conversation; its history is kept",
         request=None,
-        responses=ParticipantSerializer,
+        # A DELETE is documented as a 204 unless told: this one answers the
+        # participant, now inactive.
+        responses={200: ParticipantSerializer},
         parameters=[OpenApiParameter("agent_id", OpenApiTypes.UUID, "path")],
     )
     @action(
@@ -425,10 +432,7 @@ class MessageViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
     pagination_class = FeedPagination
 
     def _full(self) -> bool:
-        value = self.request.query_params.get("fields", "")
-        if value not in ("", "full"):
-            raise exceptions.ValidationError({"fields": ["Only 'full' is accepted."]})
-        return value == "full" or self.action == "retrieve"
+        return wants_full(self.request.query_params) or self.action == "retrieve"
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):

@@ -21,7 +21,15 @@ from conversations.serializers import (
 from ingest.services import Item, ItemResult
 from swarmsite.errors import ValidationError
 from swarmsite.exceptions import flatten_detail
-from swarmsite.serializers import JSONValueField, StrictInputSerializer
+from swarmsite.serializers import (
+    JSONValueField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictInputSerializer,
+    StrictIntegerField,
+    StrictUUIDField,
+)
 from tasks.serializers import (
     INT32_MAX,
     AgentCreateInputSerializer,
@@ -60,83 +68,77 @@ ITEM_TYPES = (
 
 
 class HeartbeatItemSerializer(AgentHeartbeatInputSerializer):
-    agent = serializers.UUIDField()
+    agent = StrictUUIDField()
 
 
 class TaskUpdateItemSerializer(TaskUpdateInputSerializer):
-    task = serializers.UUIDField()
+    task = StrictUUIDField()
 
 
 class TransitionItemSerializer(TaskTransitionInputSerializer):
-    task = serializers.UUIDField()
+    task = StrictUUIDField()
 
 
 class ProgressItemSerializer(TaskProgressInputSerializer):
-    task = serializers.UUIDField()
+    task = StrictUUIDField()
 
 
 class DependencyItemSerializer(TaskDependenciesInputSerializer):
-    task = serializers.UUIDField()
+    task = StrictUUIDField()
 
 
 class RunUpdateItemSerializer(RunUpdateInputSerializer):
-    run = serializers.UUIDField()
+    run = StrictUUIDField()
 
 
 class ConversationItemSerializer(StrictInputSerializer):
     read_only_names = ("status", "message_count", "created_at", "updated_at")
 
-    id = serializers.UUIDField(required=False)
+    id = StrictUUIDField(required=False)
     task = _id()
-    title = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    title = StrictCharField(max_length=500, required=False, allow_blank=True)
     participants = _ids(required=False)
     metadata = JSONValueField(kind=dict, required=False)
 
 
-def _small_count() -> serializers.IntegerField:
-    return serializers.IntegerField(required=False, min_value=0, max_value=INT32_MAX)
+def _small_count() -> StrictIntegerField:
+    return StrictIntegerField(required=False, min_value=0, max_value=INT32_MAX)
 
 
 class MessageItemSerializer(StrictInputSerializer):
     read_only_names = ("seq", "project", "created_at")
 
-    conversation = serializers.UUIDField()
-    id = serializers.UUIDField(required=False)
+    conversation = StrictUUIDField()
+    id = StrictUUIDField(required=False)
     role = serializers.ChoiceField(choices=MessageRole.choices)
-    content = serializers.CharField(
-        required=False, allow_blank=True, trim_whitespace=False
-    )
+    content = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
     sender = _id()
     recipients = _ids(required=False)
     tool_calls = JSONValueField(kind=list, required=False, allow_null=True)
-    tool_call_id = serializers.CharField(
-        max_length=200, required=False, allow_blank=True
-    )
-    model = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    tool_call_id = StrictCharField(max_length=200, required=False, allow_blank=True)
+    model = StrictCharField(max_length=200, required=False, allow_blank=True)
     prompt_tokens = _small_count()
     completion_tokens = _small_count()
     cached_tokens = _small_count()
     cost = _cost()
-    latency_ms = serializers.FloatField(required=False, allow_null=True, min_value=0)
+    latency_ms = StrictFloatField(required=False, allow_null=True, min_value=0)
     reply_to = _id()
     metadata = JSONValueField(kind=dict, required=False)
 
 
 class ParticipantItemSerializer(ParticipantJoinInputSerializer):
-    conversation = serializers.UUIDField()
+    conversation = StrictUUIDField()
 
 
 class AuditItemSerializer(StrictInputSerializer):
     read_only_names = ("seq", "hash", "prev_hash", "actor", "recorded_at")
 
-    id = serializers.UUIDField(required=False)
-    action = serializers.CharField(max_length=100)
-    target = serializers.CharField(max_length=500, required=False, allow_blank=True)
-    success = serializers.BooleanField(required=False, default=True)
-    duration_ms = serializers.FloatField(required=False, allow_null=True, min_value=0)
-    error = serializers.CharField(
-        required=False, allow_blank=True, trim_whitespace=False
-    )
+    id = StrictUUIDField(required=False)
+    action = StrictCharField(max_length=100)
+    target = StrictCharField(max_length=500, required=False, allow_blank=True)
+    success = StrictBooleanField(required=False, default=True)
+    duration_ms = StrictFloatField(required=False, allow_null=True, min_value=0)
+    error = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
     details = JSONValueField(kind=dict, required=False)
 
 

@@ -6,6 +6,7 @@ import re
 
 from rest_framework import serializers
 
+from swarmsite.filters import refuse_empty
 from swarmsite.serializers import StrictInputSerializer, UTCDateTimeField
 
 # An unencoded "+" in a query string arrives as a space: "...T10:00:00 02:00".
@@ -38,13 +39,11 @@ class StatsQuerySerializer(StrictInputSerializer):
     def from_query(cls, query_params) -> dict:
         """Validate a query string; unknown names are refused, not ignored.
 
-        An empty value counts as absent; DRF's `?format=` is left to DRF.
+        An empty value is refused too; DRF's `?format=` is left to DRF.
         """
-        data = {
-            name: query_params.get(name)
-            for name in query_params
-            if name != "format" and query_params.get(name) != ""
-        }
+        names = [name for name in query_params if name != "format"]
+        refuse_empty(query_params, names)
+        data = {name: query_params.get(name) for name in names}
         serializer = cls(data=data)
         serializer.is_valid(raise_exception=True)
         return dict(serializer.validated_data)

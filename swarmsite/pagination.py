@@ -89,8 +89,8 @@ class PositionPagination:
         )
 
     def get_after(self, request) -> int:
-        raw = request.query_params.get(self.after_query_param, "")
-        if raw in ("", None):
+        raw = request.query_params.get(self.after_query_param)
+        if raw is None:
             return 0
         try:
             value = int(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.contrib.django_filters import DjangoFilterExtension
 from drf_spectacular.extensions import (
     OpenApiAuthenticationExtension,
     OpenApiSerializerFieldExtension,
@@ -9,6 +10,8 @@ from drf_spectacular.extensions import (
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
+
+from swarmsite.filters import StrictFilterSet
 
 
 class BearerKeyScheme(OpenApiAuthenticationExtension):
@@ -54,6 +57,32 @@ class DecimalAmountScheme(OpenApiSerializerFieldExtension):
                 {"type": "string", "format": "decimal", "pattern": pattern},
             ]
         }
+
+
+class StrictFilterScheme(DjangoFilterExtension):
+    """A text filter of a `StrictFilterSet` is documented as non-empty.
+
+    Formats and enums already rule out `?name=`; a plain string needs
+    `minLength`.
+    """
+
+    priority = 1
+
+    def resolve_filter_field(
+        self, auto_schema, model, filterset_class, field_name, filter_field
+    ):
+        parameters = super().resolve_filter_field(
+            auto_schema, model, filterset_class, field_name, filter_field
+        )
+        if not issubclass(filterset_class, StrictFilterSet):
+            return parameters
+        for parameter in parameters:
+            schema = parameter["schema"]
+            if schema.get("type") == "array":
+                schema = schema["items"]
+            if schema.get("type") == "string" and not {"enum", "format"} & set(schema):
+                schema["minLength"] = 1
+        return parameters
 
 
 class ErrorDetailSerializer(serializers.Serializer):

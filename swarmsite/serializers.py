@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,6 +10,76 @@ from rest_framework import serializers
 
 from swarmsite import errors
 from swarmsite.validation import json_check, to_utc
+
+
+class StrictCharField(serializers.CharField):
+    """Text from a JSON string only; DRF's CharField turns 123 into "123"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID from a JSON string only; DRF's reads an integer (or false) as one."""
+
+    def to_internal_value(self, data: Any) -> uuid.UUID:
+        if not isinstance(data, str | uuid.UUID):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def _is_number(data: Any) -> bool:
+    return isinstance(data, int | float) and not isinstance(data, bool)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON number only; DRF's IntegerField reads "12" as 12."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if not _is_number(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number only; DRF's FloatField reads "1.5" and false as numbers."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if not _is_number(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """`true` or `false` only; DRF's BooleanField reads "yes" and 1 as true."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+STRICT_FIELDS: dict[type[serializers.Field], type[serializers.Field]] = {
+    serializers.CharField: StrictCharField,
+    serializers.UUIDField: StrictUUIDField,
+    serializers.IntegerField: StrictIntegerField,
+    serializers.FloatField: StrictFloatField,
+    serializers.BooleanField: StrictBooleanField,
+}
+
+
+# The base of every ModelSerializer: the fields it generates are strict, as
+# a request's must be, should one ever be writable. No docstring:
+# drf-spectacular would show it as the description of every schema.
+class StrictModelSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = {
+        model_field: STRICT_FIELDS.get(field, field)
+        for model_field, field in (
+            serializers.ModelSerializer.serializer_field_mapping.items()
+        )
+    }
 
 
 class JSONValueField(serializers.JSONField):

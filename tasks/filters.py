@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Q, QuerySet
 
-from swarmsite.filters import StrictBooleanFilter, UTCDateTimeFilter
+from swarmsite.filters import StrictBooleanFilter, StrictFilterSet, UTCDateTimeFilter
 from tasks.models import (
     Agent,
     AgentRun,
@@ -17,7 +17,7 @@ from tasks.models import (
 )
 
 
-class AgentFilterSet(django_filters.FilterSet):
+class AgentFilterSet(StrictFilterSet):
     role = django_filters.CharFilter()
     status = django_filters.MultipleChoiceFilter(choices=AgentStatus.choices)
     parent = django_filters.UUIDFilter(field_name="parent_id")
@@ -28,7 +28,7 @@ class AgentFilterSet(django_filters.FilterSet):
         fields = ["role", "status", "parent", "name"]
 
 
-class TaskFilterSet(django_filters.FilterSet):
+class TaskFilterSet(StrictFilterSet):
     status = django_filters.MultipleChoiceFilter(choices=TaskStatus.choices)
     assigned_agent = django_filters.UUIDFilter(field_name="assigned_agent_id")
     # Any agent involved in the task, assigned or not.
@@ -65,7 +65,7 @@ class TaskFilterSet(django_filters.FilterSet):
         )
 
 
-class RunFilterSet(django_filters.FilterSet):
+class RunFilterSet(StrictFilterSet):
     task = django_filters.UUIDFilter(field_name="task_id")
     agent = django_filters.UUIDFilter(field_name="agent_id")
     status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices)
@@ -75,7 +75,7 @@ class RunFilterSet(django_filters.FilterSet):
         fields = ["task", "agent", "status"]
 
 
-class WorkflowFilterSet(django_filters.FilterSet):
+class WorkflowFilterSet(StrictFilterSet):
     name = django_filters.CharFilter()
 
     class Meta:

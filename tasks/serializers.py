@@ -7,7 +7,11 @@ from rest_framework import serializers
 from swarmsite.serializers import (
     DecimalAmountField,
     JSONValueField,
+    StrictCharField,
     StrictInputSerializer,
+    StrictIntegerField,
+    StrictModelSerializer,
+    StrictUUIDField,
     UTCDateTimeField,
 )
 from tasks.models import (
@@ -28,13 +32,11 @@ MAX_IDS = 1000
 
 
 def _ids(**kwargs) -> serializers.ListField:
-    return serializers.ListField(
-        child=serializers.UUIDField(), max_length=MAX_IDS, **kwargs
-    )
+    return serializers.ListField(child=StrictUUIDField(), max_length=MAX_IDS, **kwargs)
 
 
-def _id(**kwargs) -> serializers.UUIDField:
-    return serializers.UUIDField(required=False, allow_null=True, **kwargs)
+def _id(**kwargs) -> StrictUUIDField:
+    return StrictUUIDField(required=False, allow_null=True, **kwargs)
 
 
 # Agents -------------------------------------------------------------------
@@ -54,7 +56,7 @@ AGENT_ROLLUPS = (
 )
 
 
-class AgentSerializer(serializers.ModelSerializer):
+class AgentSerializer(StrictModelSerializer):
     """An agent with its stored roll-ups (never summed on read)."""
 
     runs = serializers.IntegerField(source="runs_count", read_only=True)
@@ -81,7 +83,7 @@ class AgentSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class AgentHeartbeatSerializer(serializers.ModelSerializer):
+class AgentHeartbeatSerializer(StrictModelSerializer):
     class Meta:
         model = AgentHeartbeat
         fields = ["id", "agent", "status", "details", "created_at"]
@@ -100,10 +102,10 @@ AGENT_READ_ONLY = (
 class AgentCreateInputSerializer(StrictInputSerializer):
     read_only_names = (*AGENT_READ_ONLY, "status")
 
-    id = serializers.UUIDField(required=False)
-    name = serializers.CharField(max_length=200)
-    role = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    model = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    id = StrictUUIDField(required=False)
+    name = StrictCharField(max_length=200)
+    role = StrictCharField(max_length=100, required=False, allow_blank=True)
+    model = StrictCharField(max_length=200, required=False, allow_blank=True)
     parent = _id()
     capabilities = JSONValueField(kind=list, required=False)
     config = JSONValueField(kind=dict, required=False)
@@ -113,9 +115,9 @@ class AgentCreateInputSerializer(StrictInputSerializer):
 class AgentUpdateInputSerializer(StrictInputSerializer):
     read_only_names = (*AGENT_READ_ONLY, "id")
 
-    name = serializers.CharField(max_length=200, required=False)
-    role = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    model = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    name = StrictCharField(max_length=200, required=False)
+    role = StrictCharField(max_length=100, required=False, allow_blank=True)
+    model = StrictCharField(max_length=200, required=False, allow_blank=True)
     parent = _id()
     status = serializers.ChoiceField(choices=AgentStatus.choices, required=False)
     capabilities = JSONValueField(kind=list, required=False)
@@ -123,8 +125,8 @@ class AgentUpdateInputSerializer(StrictInputSerializer):
     metadata = JSONValueField(kind=dict, required=False)
 
 
-def _operation_id() -> serializers.UUIDField:
-    return serializers.UUIDField(
+def _operation_id() -> StrictUUIDField:
+    return StrictUUIDField(
         required=False,
         help_text="Operation id: a repeated id answers 200 and changes nothing.",
     )
@@ -192,7 +194,7 @@ TASK_READ_ONLY = (
 )
 
 
-class TaskListSerializer(serializers.ModelSerializer):
+class TaskListSerializer(StrictModelSerializer):
     agents = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
     blocked = serializers.BooleanField(
         read_only=True,
@@ -216,8 +218,8 @@ class TaskSerializer(TaskListSerializer):
 class TaskCreateInputSerializer(StrictInputSerializer):
     read_only_names = TASK_READ_ONLY
 
-    id = serializers.UUIDField(required=False)
-    key = serializers.CharField(
+    id = StrictUUIDField(required=False)
+    key = StrictCharField(
         max_length=200,
         required=False,
         allow_blank=True,
@@ -225,14 +227,14 @@ class TaskCreateInputSerializer(StrictInputSerializer):
         help_text="The client's name for the task, unique in the project: "
         "creating again with a key behaves as with an id.",
     )
-    title = serializers.CharField(max_length=500)
-    description = serializers.CharField(
+    title = StrictCharField(max_length=500)
+    description = StrictCharField(
         required=False, allow_blank=True, trim_whitespace=False
     )
-    session_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    session_id = StrictCharField(max_length=200, required=False, allow_blank=True)
     workflow = _id()
     parent = _id()
-    priority = serializers.IntegerField(
+    priority = StrictIntegerField(
         required=False, min_value=INT32_MIN, max_value=INT32_MAX
     )
     assigned_agent = _id()
@@ -248,13 +250,13 @@ class TaskUpdateInputSerializer(StrictInputSerializer):
 
     id = _operation_id()
 
-    title = serializers.CharField(max_length=500, required=False)
-    description = serializers.CharField(
+    title = StrictCharField(max_length=500, required=False)
+    description = StrictCharField(
         required=False, allow_blank=True, trim_whitespace=False
     )
-    session_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    session_id = StrictCharField(max_length=200, required=False, allow_blank=True)
     workflow = _id()
-    priority = serializers.IntegerField(
+    priority = StrictIntegerField(
         required=False, min_value=INT32_MIN, max_value=INT32_MAX
     )
     assigned_agent = _id()
@@ -262,7 +264,7 @@ class TaskUpdateInputSerializer(StrictInputSerializer):
     input = JSONValueField(required=False, allow_null=True)
     metadata = JSONValueField(kind=dict, required=False)
     files_touched = JSONValueField(kind=list, required=False)
-    expected_version = serializers.IntegerField(
+    expected_version = StrictIntegerField(
         required=False, min_value=1, max_value=INT32_MAX
     )
 
@@ -270,26 +272,24 @@ class TaskUpdateInputSerializer(StrictInputSerializer):
 class TaskTransitionInputSerializer(StrictInputSerializer):
     id = _operation_id()
     status = serializers.ChoiceField(choices=TaskStatus.choices)
-    expected_version = serializers.IntegerField(
+    expected_version = StrictIntegerField(
         required=False, min_value=1, max_value=INT32_MAX
     )
     result = JSONValueField(required=False, allow_null=True)
-    result_summary = serializers.CharField(
+    result_summary = StrictCharField(
         required=False, allow_blank=True, trim_whitespace=False
     )
-    error = serializers.CharField(
-        required=False, allow_blank=True, trim_whitespace=False
-    )
+    error = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
 
 
 class TaskProgressInputSerializer(StrictInputSerializer):
     id = _operation_id()
-    progress = serializers.IntegerField(min_value=0, max_value=100)
+    progress = StrictIntegerField(min_value=0, max_value=100)
 
 
 class TaskRetryInputSerializer(StrictInputSerializer):
     id = _operation_id()
-    expected_version = serializers.IntegerField(
+    expected_version = StrictIntegerField(
         required=False, min_value=1, max_value=INT32_MAX
     )
 
@@ -297,8 +297,8 @@ class TaskRetryInputSerializer(StrictInputSerializer):
 LEASE_MAX_SECONDS = 86_400
 
 
-def _lease_seconds() -> serializers.IntegerField:
-    return serializers.IntegerField(
+def _lease_seconds() -> StrictIntegerField:
+    return StrictIntegerField(
         required=False,
         min_value=1,
         max_value=LEASE_MAX_SECONDS,
@@ -307,14 +307,14 @@ def _lease_seconds() -> serializers.IntegerField:
 
 
 class TaskClaimInputSerializer(StrictInputSerializer):
-    id = serializers.UUIDField(
+    id = StrictUUIDField(
         required=False,
         help_text="Operation id: a retried claim with this id answers the task "
         "it claimed and claims nothing more.",
     )
-    agent = serializers.UUIDField(help_text="The claiming agent.")
+    agent = StrictUUIDField(help_text="The claiming agent.")
     workflow = _id(help_text="Claim only from this workflow.")
-    session_id = serializers.CharField(max_length=200, required=False)
+    session_id = StrictCharField(max_length=200, required=False)
     lease_seconds = _lease_seconds()
 
 
@@ -331,7 +331,7 @@ class TaskDependenciesInputSerializer(StrictInputSerializer):
 # Workflows ----------------------------------------------------------------
 
 
-class WorkflowSerializer(serializers.ModelSerializer):
+class WorkflowSerializer(StrictModelSerializer):
     """A workflow with its stored roll-ups and derived status."""
 
     status = serializers.ChoiceField(
@@ -384,9 +384,9 @@ WORKFLOW_READ_ONLY = (
 class WorkflowCreateInputSerializer(StrictInputSerializer):
     read_only_names = WORKFLOW_READ_ONLY
 
-    id = serializers.UUIDField(required=False)
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(
+    id = StrictUUIDField(required=False)
+    name = StrictCharField(max_length=200)
+    description = StrictCharField(
         required=False, allow_blank=True, trim_whitespace=False
     )
     metadata = JSONValueField(kind=dict, required=False)
@@ -396,8 +396,8 @@ class WorkflowUpdateInputSerializer(StrictInputSerializer):
     read_only_names = WORKFLOW_READ_ONLY
 
     id = _operation_id()
-    name = serializers.CharField(max_length=200, required=False)
-    description = serializers.CharField(
+    name = StrictCharField(max_length=200, required=False)
+    description = StrictCharField(
         required=False, allow_blank=True, trim_whitespace=False
     )
     metadata = JSONValueField(kind=dict, required=False)
@@ -410,7 +410,7 @@ class WorkflowCancelInputSerializer(StrictInputSerializer):
 # Runs ---------------------------------------------------------------------
 
 
-class RunSerializer(serializers.ModelSerializer):
+class RunSerializer(StrictModelSerializer):
     class Meta:
         model = AgentRun
         fields = [
@@ -437,8 +437,8 @@ class RunSerializer(serializers.ModelSerializer):
 RUN_READ_ONLY = ("ended_at", "created_at", "updated_at", "project")
 
 
-def _count() -> serializers.IntegerField:
-    return serializers.IntegerField(required=False, min_value=0, max_value=INT64_MAX)
+def _count() -> StrictIntegerField:
+    return StrictIntegerField(required=False, min_value=0, max_value=INT64_MAX)
 
 
 def _cost() -> serializers.DecimalField:
@@ -448,21 +448,19 @@ def _cost() -> serializers.DecimalField:
 class RunCreateInputSerializer(StrictInputSerializer):
     read_only_names = RUN_READ_ONLY
 
-    id = serializers.UUIDField(required=False)
-    task = serializers.UUIDField()
+    id = StrictUUIDField(required=False)
+    task = StrictUUIDField()
     agent = _id()
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
-    output_summary = serializers.CharField(
+    output_summary = StrictCharField(
         required=False, allow_blank=True, trim_whitespace=False
     )
-    model = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    model = StrictCharField(max_length=200, required=False, allow_blank=True)
     prompt_tokens = _count()
     completion_tokens = _count()
     cached_tokens = _count()
     cost = _cost()
-    error = serializers.CharField(
-        required=False, allow_blank=True, trim_whitespace=False
-    )
+    error = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
     metadata = JSONValueField(kind=dict, required=False)
     started_at = UTCDateTimeField(required=False)
 
@@ -473,15 +471,13 @@ class RunUpdateInputSerializer(StrictInputSerializer):
     id = _operation_id()
 
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
-    output_summary = serializers.CharField(
+    output_summary = StrictCharField(
         required=False, allow_blank=True, trim_whitespace=False
     )
-    model = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    model = StrictCharField(max_length=200, required=False, allow_blank=True)
     prompt_tokens = _count()
     completion_tokens = _count()
     cached_tokens = _count()
     cost = _cost()
-    error = serializers.CharField(
-        required=False, allow_blank=True, trim_whitespace=False
-    )
+    error = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
     metadata = JSONValueField(kind=dict, required=False)

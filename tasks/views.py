@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import exceptions, viewsets
+from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -13,6 +13,7 @@ from audit.selectors import event_list_after
 from audit.serializers import EventPageSerializer, EventSerializer
 from swarmsite.authentication import request_id
 from swarmsite.errors import NotFound
+from swarmsite.filters import wants_full
 from swarmsite.pagination import PositionPagination
 from swarmsite.permissions import ProjectScopedMixin
 from swarmsite.serializers import created_status, validated
@@ -140,7 +141,8 @@ class AgentViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
         )
         return Response(AgentSerializer(self.get_object()).data)
 
-    @action(detail=True, methods=["get"])
+    # The agent filters are the list's, not the history's.
+    @action(detail=True, methods=["get"], filterset_class=None)
     def heartbeats(self, request, pk=None):
         beats = agent_heartbeat_list(agent=self.get_object())
         page = self.paginate_queryset(beats)
@@ -218,10 +220,7 @@ class TaskViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
     filterset_class = TaskFilterSet
 
     def _full(self) -> bool:
-        value = self.request.query_params.get("fields", "")
-        if value not in ("", "full"):
-            raise exceptions.ValidationError({"fields": ["Only 'full' is accepted."]})
-        return value == "full"
+        return wants_full(self.request.query_params)
 
     def get_queryset(self):
         if _schema_only(self):

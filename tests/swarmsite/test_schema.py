@@ -48,6 +48,21 @@ def test_the_schema_types_path_ids_as_uuids(project, make_api_client):
     assert all(schema == {"type": "string", "format": "uuid"} for schema in ids)
 
 
+@pytest.mark.parametrize(
+    ("path", "method", "statuses"),
+    [
+        ("/api/v1/conversations/{id}/messages/", "post", {"200", "201"}),
+        ("/api/v1/conversations/{id}/participants/{agent_id}/", "delete", {"200"}),
+    ],
+)
+def test_the_schema_documents_every_success_an_operation_answers(
+    project, make_api_client, path, method, statuses
+):
+    schema = make_api_client(project).get("/api/schema/?format=json").json()
+    responses = schema["paths"][path][method]["responses"]
+    assert {code for code in responses if code.startswith("2")} == statuses
+
+
 def test_the_docs_page_loads_its_scripts_and_styles_from_our_static_files(
     project, make_api_client, staff_client
 ):
