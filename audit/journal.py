@@ -23,6 +23,7 @@ from django.utils import timezone
 from audit.chain import GENESIS_HASH, audit_log_digest
 from audit.models import AuditLog, Event, JournalHead
 from audit.selectors import event_written_total
+from swarmsite.bulk import bulk_insert
 from swarmsite.errors import Conflict
 from swarmsite.metrics import EVENTS_WRITTEN
 from swarmsite.realtime import project_group, publish_on_commit
@@ -137,7 +138,8 @@ def _flush(journal: _Journal) -> None:
             head.audit_hash = entry.hash
         head.save(update_fields=["last_position", "audit_seq", "audit_hash"])
         if events:
-            _insert_events(events)
+            # A COPY leaves `id` unset; uuid and position identify them.
+            bulk_insert(Event, events)
             publish_on_commit(
                 project_group(project_id),
                 "events.appended",
@@ -151,73 +153,9 @@ def _flush(journal: _Journal) -> None:
                 },
             )
         if audits:
-            AuditLog.objects.bulk_create(audits)
+            bulk_insert(AuditLog, audits)
     journal.events.clear()
     journal.audits.clear()
-
-
-# From this many events a flush writes them with PostgreSQL's binary COPY:
-# several times cheaper than an INSERT for an ingest batch. The Event objects
-# then keep `id` unset; their uuid and position identify them.
-COPY_MIN_EVENTS = 200
-_EVENT_COPY_TYPES = {
-    "uuid": "uuid",
-    "project_id": "int8",
-    "position": "int8",
-    "kind": "varchar",
-    "task_id": "uuid",
-    "conversation_id": "uuid",
-    "actor_type": "varchar",
-    "actor_id": "varchar",
-    "actor_label": "varchar",
-    "correlation_id": "varchar",
-    "payload": "jsonb",
-    "occurred_at": "timestamptz",
-    "recorded_at": "timestamptz",
-}
-
-
-def _as_uuid(value: Any) -> uuid.UUID | None:
-    return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)
-
-
-def _insert_events(events: list[Event]) -> None:
-    connection = transaction.get_connection()
-    if (
-        connection.vendor != "postgresql"
-        or len(events) < COPY_MIN_EVENTS
-        or any(timezone.is_naive(e.occurred_at) for e in events)
-    ):
-        Event.objects.bulk_create(events)
-        return
-    from psycopg.types.json import Jsonb
-
-    columns = ", ".join(_EVENT_COPY_TYPES)
-    sql = f"COPY {Event._meta.db_table} ({columns}) FROM STDIN (FORMAT BINARY)"
-    with (
-        connection.cursor() as cursor,
-        connection.wrap_database_errors,
-        cursor.cursor.copy(sql) as copy,
-    ):
-        copy.set_types(list(_EVENT_COPY_TYPES.values()))
-        for e in events:
-            copy.write_row(
-                (
-                    _as_uuid(e.uuid),
-                    e.project_id,
-                    e.position,
-                    e.kind,
-                    _as_uuid(e.task_id),
-                    _as_uuid(e.conversation_id),
-                    e.actor_type,
-                    e.actor_id,
-                    e.actor_label,
-                    e.correlation_id,
-                    Jsonb(e.payload),
-                    e.occurred_at,
-                    e.recorded_at,
-                )
-            )
 
 
 def journal_append(*, events: list[Event] = (), audits: list[AuditLog] = ()) -> None:

@@ -29,6 +29,7 @@ from conversations.models import (
     MessageRole,
     Participant,
 )
+from swarmsite.bulk import bulk_insert
 from swarmsite.errors import IdempotencyConflict, NotFound, ValidationError
 from swarmsite.models import Project
 from swarmsite.validation import (
@@ -394,7 +395,7 @@ def _write(
     actor: Actor,
 ) -> None:
     """Insert new messages; conversation, task, agent and participant roll-ups."""
-    Message.objects.bulk_create(new)
+    bulk_insert(Message, new)
     by_conversation: dict[Any, list[Message]] = {}
     for m in new:
         by_conversation.setdefault(m.conversation_id, []).append(m)

@@ -18,6 +18,7 @@ from audit.services import (
     audit_events_record,
     audit_operation_applied,
 )
+from swarmsite.bulk import bulk_insert
 from swarmsite.errors import IdempotencyConflict, IllegalTransition, ValidationError
 from swarmsite.models import Project
 from swarmsite.validation import (
@@ -164,7 +165,7 @@ def run_create_many(
     if not new:
         return results
 
-    AgentRun.objects.bulk_create(sorted(new, key=lambda run: run.pk))
+    bulk_insert(AgentRun, sorted(new, key=lambda run: run.pk))
     usage: dict[uuid.UUID, list] = {}
     for run in new:
         total = usage.setdefault(run.task_id, [0, 0, 0, Decimal(0)])
