@@ -35,8 +35,10 @@ def task(project, agent):
 
 @pytest.fixture
 def staff_client(client, django_user_model):
+    # No password: the client is logged in directly, and hashing one costs
+    # a PBKDF2 run (about half a second) per test.
     user = django_user_model.objects.create_superuser(
-        username="admin", email="admin@example.com", password="pw-for-tests-only"
+        username="admin", email="admin@example.com", password=None
     )
     client.force_login(user)
     return client
