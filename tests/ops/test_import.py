@@ -7,7 +7,7 @@ import sys
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 
 from audit.chain import audit_chain_verify
 from audit.models import AuditLog, Event, JournalHead
@@ -15,6 +15,7 @@ from audit.retention import audit_deletion_granted
 from ops.services import data_import
 from swarmsite.models import Project
 from tasks.services import task_create
+from tests.e2e import stack
 from tests.ops.conftest import (
     empty_database,
     export_text,
@@ -289,31 +290,8 @@ def test_events_at_positions_taken_by_other_events_are_refused(swarm, tmp_path):
 @pytest.fixture
 def fresh_database(tmp_path):
     """The URL of a database that only `migrate` has touched."""
-    settings_db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-        drop = None
-    else:
-        import psycopg
-
-        name = f"{settings_db['NAME']}_fresh"
-        admin = (
-            f"postgresql://{settings_db['USER']}@{settings_db['HOST']}:"
-            f"{settings_db['PORT'] or 5432}/postgres"
-        )
-        url = admin.rsplit("/", 1)[0].replace("postgresql", "postgres") + f"/{name}"
-
-        def drop():
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-        drop()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    _manage(url, "migrate", "--verbosity", "0")
-    yield url
-    if drop is not None:
-        drop()
+    with stack.fresh_database(tmp_path) as url:
+        yield url
 
 
 def _manage(url: str, *args: str) -> str:
