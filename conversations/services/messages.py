@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import operator
 import uuid
 from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from audit.journal import journaled
@@ -491,20 +489,20 @@ def _participants_count(new: list[Message]) -> None:
     )
     if not sent:
         return
-    # One statement: only appenders write these counts, and they hold the
-    # conversations' locks.
-    pairs = sorted(sent, key=str)
-    matches = [Q(conversation_id=c, agent_id=a) for c, a in pairs]
-    Participant.objects.filter(functools.reduce(operator.or_, matches)).update(
-        message_count=F("message_count")
-        + Case(
-            *(
-                When(match, then=Value(sent[pair]))
-                for match, pair in zip(matches, pairs, strict=True)
-            ),
-            default=Value(0),
+    # Only appenders write these counts, and they hold the conversations'
+    # locks: one UPDATE per distinct count, by primary key.
+    found = Participant.objects.filter(
+        conversation_id__in={c for c, _ in sent}, agent_id__in={a for _, a in sent}
+    ).values_list("pk", "conversation_id", "agent_id")
+    by_count: dict[int, list[int]] = {}
+    for pk, conversation_id, agent_id in found:
+        n = sent.get((conversation_id, agent_id))
+        if n:
+            by_count.setdefault(n, []).append(pk)
+    for n, pks in sorted(by_count.items()):
+        Participant.objects.filter(pk__in=sorted(pks)).update(
+            message_count=F("message_count") + n
         )
-    )
 
 
 def message_append_one(

@@ -6,6 +6,7 @@ a re-sent export names the same rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -38,9 +39,22 @@ class Ids:
 
     def __init__(self, project_key: Any) -> None:
         self.namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"swarmsite:otlp:{project_key}")
+        self._seen: dict[str, str] = {}
 
     def of(self, *parts: Any) -> str:
-        return str(uuid.uuid5(self.namespace, ":".join(str(p) for p in parts)))
+        """str(uuid5(namespace, "part:part...")), without building a UUID."""
+        name = ":".join(str(p) for p in parts)
+        found = self._seen.get(name)
+        if found is None:
+            digest = bytearray(
+                hashlib.sha1(self.namespace.bytes + name.encode()).digest()[:16]
+            )
+            digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+            digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+            h = digest.hex()
+            found = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            self._seen[name] = found
+        return found
 
     def task(self, trace_id: str) -> str:
         return self.of("task", trace_id)

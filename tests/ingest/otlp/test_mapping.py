@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 
 from ingest.otlp import mapping
 from ingest.otlp.parsing import spans_of
@@ -369,3 +370,10 @@ def test_a_parent_cycle_in_a_malformed_export_ends_the_walk():
     plan, _ = items_of(spans)
     assert sorted(a["name"] for a in of_type(plan, "agent")) == ["x", "y"]
     assert len(of_type(plan, "run")) == 2
+
+
+def test_ids_are_uuid5_of_the_project_namespace_and_the_joined_parts():
+    parts = ("message", "ab" * 16, "cd" * 8, "out", 3, "é")
+    expected = uuid.uuid5(IDS.namespace, ":".join(str(p) for p in parts))
+    assert IDS.of(*parts) == str(expected)
+    assert IDS.of(*parts) == str(expected)
