@@ -226,7 +226,11 @@ def json_check(value: Any, *, field: str) -> str:
 
 def json_clean(value: Any, *, field: str) -> Any:
     """`value` as the database will return it, checked by `json_check`."""
-    return _as_jsonb_returns(json.loads(json_check(value, field=field)))
+    text = json_check(value, field=field)
+    if "e+" in text or "-0.0" in text:
+        return _as_jsonb_returns(json.loads(text))
+    # No float of the text is one that jsonb would return changed.
+    return json.loads(text)
 
 
 def json_object(value: Any, *, field: str) -> dict:

@@ -1,8 +1,9 @@
+import json
 from datetime import timedelta
 
 import pytest
 
-from swarmsite.validation import Resolver, parse_age
+from swarmsite.validation import Resolver, json_clean, parse_age
 from tasks.models import Agent
 
 
@@ -36,3 +37,20 @@ def test_a_resolver_fetches_each_named_row_once_however_often_it_is_resolved(
         for _ in range(50):
             assert resolver.one(field="agent", value=agent.pk) == agent
             assert resolver.many(field="agents", values=[agent.pk]) == [agent]
+
+
+@pytest.mark.parametrize(
+    ("value", "cleaned"),
+    [
+        (
+            {"big": 1e20, "n": [1.5, -0.0]},
+            {"big": 100000000000000000000, "n": [1.5, 0.0]},
+        ),
+        ({"small": 1e-05, "t": ("a",)}, {"small": 1e-05, "t": ["a"]}),
+        ({"text": "e+ -0.0"}, {"text": "e+ -0.0"}),
+    ],
+)
+def test_json_clean_gives_what_jsonb_returns(value, cleaned):
+    result = json_clean(value, field="payload")
+    assert result == cleaned
+    assert json.dumps(result) == json.dumps(cleaned)
