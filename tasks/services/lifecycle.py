@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -140,6 +141,27 @@ def _move(task: Task, spec: dict[str, Any], now: Any) -> dict[str, Any]:
     return values
 
 
+def _same(value: Any) -> Any:
+    # Equal values of one type store the same; others (JSON results, and
+    # 1 == True == 1.0) only ever share a statement with themselves.
+    if value is None or type(value) is int or isinstance(value, str | datetime):
+        return (type(value), value)
+    return id(value)
+
+
+def _grouped(
+    changed: dict[uuid.UUID, dict[str, Any]],
+) -> dict[tuple[Any, int], tuple[dict[str, Any], list[uuid.UUID]]]:
+    """The rows of `changed` that get the same columns, in key order."""
+    groups: dict[tuple[Any, int], tuple[dict[str, Any], list[uuid.UUID]]] = {}
+    for pk in sorted(changed, key=str):
+        columns = dict(changed[pk])
+        count = columns.pop("version")
+        key = tuple((name, _same(value)) for name, value in sorted(columns.items()))
+        groups.setdefault((key, count), (columns, []))[1].append(pk)
+    return groups
+
+
 @journaled()
 def _transitions_apply(
     *, project_id: int, transitions: list[dict[str, Any]], actor: Actor
@@ -212,11 +234,9 @@ def _transitions_apply(
             }
         )
         results.append((task, False))
-    # Rows in key order; they are locked already.
-    for pk in sorted(changed, key=str):
-        columns = changed[pk]
-        count = columns.pop("version")
-        Task.objects.filter(pk=pk).update(**columns, version=F("version") + count)
+    # One UPDATE per distinct set of values; the rows are locked already.
+    for (_key, count), (columns, pks) in _grouped(changed).items():
+        Task.objects.filter(pk__in=pks).update(**columns, version=F("version") + count)
     tasks_status_moved(moves)
     if events:
         audit_events_record(project_id=project_id, events=events, actor=actor)

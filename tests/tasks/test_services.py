@@ -3,7 +3,8 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from audit.journal import journaled
 from audit.models import AuditLog, Event
@@ -1009,6 +1010,54 @@ def test_task_transition_many_applies_items_in_order_with_their_events(project, 
     agent.refresh_from_db()
     assert (workflow.tasks_running, workflow.tasks_completed) == (1, 1)
     assert agent.tasks_completed == 1
+
+
+def test_task_transition_many_shares_statements_only_between_equal_values(project):
+    tasks = [task_create(project=project, title=str(i))[0] for i in range(6)]
+    task_transition(task=tasks[4], status="running")
+    results = [True, 1, 1.0, {"a": 1}, {"a": 1}, None]
+    start = last_position(project)
+
+    task_transition_many(
+        project=project,
+        transitions=[
+            {"task": t.pk, "status": "cancelled", "result": r}
+            for t, r in zip(tasks, results, strict=True)
+        ],
+    )
+
+    rows = {t.pk: t for t in Task.objects.filter(pk__in=[t.pk for t in tasks])}
+    stored = [rows[t.pk].result for t in tasks]
+    assert stored == [True, 1, 1.0, {"a": 1}, {"a": 1}, None]
+    assert [type(r) for r in stored[:3]] == [bool, int, float]
+    assert [rows[t.pk].version for t in tasks] == [2, 2, 2, 2, 3, 2]
+    assert rows[tasks[4].pk].lease_expires_at is None
+    assert len({rows[t.pk].completed_at for t in tasks}) == 1
+    assert [e.payload["version"] for e in new_events(project, start)] == [
+        2,
+        2,
+        2,
+        2,
+        3,
+        2,
+    ]
+
+
+def test_task_transition_many_sends_one_update_per_distinct_change(project):
+    tasks = [task_create(project=project, title=str(i))[0] for i in range(10)]
+
+    with CaptureQueriesContext(connection) as queries:
+        task_transition_many(
+            project=project,
+            transitions=[{"task": t.pk, "status": "running"} for t in tasks],
+        )
+
+    updates = [q["sql"] for q in queries if q["sql"].startswith('UPDATE "tasks_task"')]
+    assert len(updates) == 1
+    assert all(
+        (row.status, row.version) == ("running", 2)
+        for row in Task.objects.filter(pk__in=[t.pk for t in tasks])
+    )
 
 
 def test_task_transition_many_judges_each_item_on_the_state_before_it(project):
