@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -132,6 +134,50 @@ def _recipients(value: Any, agents: dict[str, Agent]) -> list[str]:
     return [str(agents[i].pk) for i in ids]
 
 
+# The values a message takes as given, without Model.clean_fields: what no
+# field of any backend refuses or converts (PositiveIntegerField's smallest
+# range, DecimalField's digits, CharField's lengths). Anything else is
+# cleaned by the fields themselves.
+_COUNT_MAX = 2147483647
+_COST_FIELD = Message._meta.get_field("cost")
+_COST_MAX = Decimal(10) ** (_COST_FIELD.max_digits - _COST_FIELD.decimal_places)
+_TEXT_MAX = {
+    name: Message._meta.get_field(name).max_length for name in ("tool_call_id", "model")
+}
+_ROLES = MessageRole.values
+_FIELDS = Message._meta.concrete_fields
+_CONVERSATION = Message._meta.get_field("conversation")
+_SENDER = Message._meta.get_field("sender")
+
+
+def _plain_json(value: Any) -> bool:
+    """True when json_check and JSONField.validate would both take `value`.
+
+    A value that needs json_default, a NaN, a lone surrogate or a NUL
+    character is left to those checks.
+    """
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode()
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return "\\u0000" not in text
+
+
+def _as_is(value: Any, limit: int) -> bool:
+    return isinstance(value, str) and len(value) <= limit
+
+
+def _new_message(**values: Any) -> Message:
+    """A Message built as a query builds its rows: positionally, by column."""
+    return Message(
+        *[
+            values[f.attname] if f.attname in values else f.get_default()
+            for f in _FIELDS
+        ]
+    )
+
+
 def _build_message(
     spec: dict[str, Any],
     *,
@@ -146,17 +192,32 @@ def _build_message(
     if unknown:
         raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
     role = spec.get("role")
-    if role not in MessageRole.values:
-        raise ValidationError({"role": f"Choose from {', '.join(MessageRole.values)}."})
+    if role not in _ROLES:
+        raise ValidationError({"role": f"Choose from {', '.join(_ROLES)}."})
+    # `plain`: every value is one clean_fields would keep as it is.
     tool_calls = spec.get("tool_calls")
-    if tool_calls is not None and not isinstance(tool_calls, list):
-        raise ValidationError({"tool_calls": "Must be a JSON list."})
-    json_check(tool_calls, field="tool_calls")
+    plain = True
+    if tool_calls is not None:
+        if not isinstance(tool_calls, list):
+            raise ValidationError({"tool_calls": "Must be a JSON list."})
+        if not _plain_json(tool_calls):
+            json_check(tool_calls, field="tool_calls")
+            plain = False
     latency = spec.get("latency_ms")
-    if latency is not None and (
-        isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0
-    ):
-        raise ValidationError({"latency_ms": "Must be a number of zero or more."})
+    if latency is not None:
+        if (
+            isinstance(latency, bool)
+            or not isinstance(latency, int | float)
+            or latency < 0
+        ):
+            raise ValidationError({"latency_ms": "Must be a number of zero or more."})
+        # FloatField keeps floats and turns integers into floats.
+        if type(latency) is float:
+            pass
+        elif type(latency) is int and latency <= _COUNT_MAX:
+            latency = float(latency)
+        else:
+            plain = False
     content = spec.get("content") or ""
     if not isinstance(content, str):
         raise ValidationError({"content": "Must be a string."})
@@ -166,27 +227,71 @@ def _build_message(
         sender = senders.get(str(sender_id))
         if sender is None:
             raise ValidationError({"sender": f"No agent {sender_id} in this project."})
-    message = Message(
-        id=parse_uuid(spec.get("id")) or uuid.uuid4(),
-        project_id=conversation.project_id,
-        conversation=conversation,
-        role=role,
-        content=content,
-        sender=sender,
-        tool_calls=tool_calls,
-        tool_call_id=spec.get("tool_call_id") or "",
-        model=spec.get("model") or "",
-        prompt_tokens=to_count(spec.get("prompt_tokens", 0), field="prompt_tokens"),
-        completion_tokens=to_count(
-            spec.get("completion_tokens", 0), field="completion_tokens"
-        ),
-        cached_tokens=to_count(spec.get("cached_tokens", 0), field="cached_tokens"),
-        cost=to_decimal(spec.get("cost", 0), field="cost"),
-        latency_ms=latency,
-        metadata=json_object(spec.get("metadata"), field="metadata"),
-        created_at=spec.get("created_at") or timezone.now(),
+    message_id = parse_uuid(spec.get("id")) or uuid.uuid4()
+    tool_call_id = spec.get("tool_call_id") or ""
+    model = spec.get("model") or ""
+    counts = [
+        to_count(spec.get(name, 0), field=name)
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens")
+    ]
+    cost = to_decimal(spec.get("cost", 0), field="cost")
+    metadata = spec.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not (isinstance(metadata, dict) and _plain_json(metadata)):
+        metadata = json_object(metadata, field="metadata")
+        plain = False
+    created_at = spec.get("created_at") or timezone.now()
+    plain = (
+        plain
+        and _as_is(tool_call_id, _TEXT_MAX["tool_call_id"])
+        and _as_is(model, _TEXT_MAX["model"])
+        and max(counts) <= _COUNT_MAX
+        and cost < _COST_MAX
+        and isinstance(created_at, datetime)
     )
-    clean_fields(message, exclude=["seq", "thread"])
+    if plain:
+        message = _new_message(
+            id=message_id,
+            project_id=conversation.project_id,
+            conversation_id=conversation.pk,
+            role=role,
+            content=content,
+            sender_id=None if sender is None else sender.pk,
+            tool_calls=tool_calls,
+            tool_call_id=tool_call_id,
+            model=model,
+            prompt_tokens=counts[0],
+            completion_tokens=counts[1],
+            cached_tokens=counts[2],
+            cost=cost,
+            latency_ms=latency,
+            metadata=metadata,
+            created_at=created_at,
+        )
+        # As Message(conversation=..., sender=...) caches them.
+        _CONVERSATION.set_cached_value(message, conversation)
+        _SENDER.set_cached_value(message, sender)
+    else:
+        message = Message(
+            id=message_id,
+            project_id=conversation.project_id,
+            conversation=conversation,
+            role=role,
+            content=content,
+            sender=sender,
+            tool_calls=tool_calls,
+            tool_call_id=tool_call_id,
+            model=model,
+            prompt_tokens=counts[0],
+            completion_tokens=counts[1],
+            cached_tokens=counts[2],
+            cost=cost,
+            latency_ms=latency,
+            metadata=metadata,
+            created_at=created_at,
+        )
+        clean_fields(message, exclude=["seq", "thread"])
     message.recipient_ids = _recipients(spec.get("recipients"), senders)
     return message
 

@@ -867,3 +867,50 @@ def test_events_of_a_conversation_can_be_followed_by_its_id(project, conversatio
     assert Task.objects.get(pk=conversation.task_id).conversations.get() == (
         conversation
     )
+
+
+_BUILT = [
+    {"role": "user"},
+    {"role": "assistant", "content": "é ✓", "latency_ms": 10, "model": "m"},
+    {"role": "assistant", "latency_ms": 2.5, "prompt_tokens": 2**31},
+    {"role": "tool", "tool_calls": [{"name": "search", "args": {"q": "ü"}}]},
+    {"role": "tool", "tool_calls": [], "tool_call_id": 7, "cost": "9999999999.5"},
+    {"role": "user", "metadata": {"at": "x\ud800"}},
+    {"role": "user", "metadata": {"nul": "a\x00b"}},
+    {"role": "user", "metadata": {"escaped": "\\u0000"}},
+    {"role": "user", "metadata": {"id": uuid.uuid4()}},
+    {"role": "user", "tool_calls": [Decimal("1.5")]},
+    {"role": "user", "metadata": {"n": float("nan")}},
+    {"role": "user", "created_at": "2024-05-01T10:00:00+00:00"},
+    {"role": "user", "created_at": "yesterday"},
+    {"role": "user", "model": "x" * 201, "tool_call_id": "y" * 201},
+    {"role": "user", "cost": "12345678901", "latency_ms": 10**400},
+    {"role": "system", "completion_tokens": 2**63, "cached_tokens": 3},
+]
+
+
+@pytest.mark.parametrize("spec", _BUILT, ids=range(len(_BUILT)))
+def test_messages_built_without_clean_fields_match_the_cleaned(
+    conversation, agent, monkeypatch, spec
+):
+    from conversations.services import messages
+
+    def build():
+        spec_ = {"id": uuid.uuid4(), "sender": agent.pk} | spec
+        try:
+            message = messages._build_message(
+                spec_, conversation=conversation, senders={str(agent.pk): agent}
+            )
+        except (ValidationError, OverflowError) as exc:
+            return type(exc), getattr(exc, "fields", None)
+        values = {k: v for k, v in vars(message).items() if k != "_state"}
+        values["id"] = None
+        if "created_at" not in spec:
+            values["created_at"] = None
+        cached = {k: v.pk for k, v in message._state.fields_cache.items()}
+        return {k: (type(v), v) for k, v in values.items()}, cached
+
+    plain = build()
+    monkeypatch.setattr(messages, "_COUNT_MAX", -1)
+
+    assert build() == plain
