@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from django.db import connection, models
 from django.db.models import DecimalField, F
 from django.db.models.functions import Round
 from django.utils import timezone
@@ -68,15 +69,91 @@ def _plus(name: str, delta: Any) -> Any:
     return F(name) + delta
 
 
-def _apply(model: type, deltas: Deltas, *, active_at: datetime | None = None):
+def _apply(
+    model: type,
+    deltas: Deltas,
+    *,
+    active_at: datetime | None = None,
+    returning: str | None = None,
+) -> dict[Any, Any] | None:
+    """Add `deltas` to `model`'s rows; with `returning`, that column by pk.
+
+    The mapping is None where the statements could not return it.
+    """
+    rows = []
     for pk in sorted((pk for pk in deltas if pk is not None), key=str):
-        values = {
-            name: _plus(name, delta) for name, delta in deltas[pk].items() if delta
-        }
+        changes = {name: delta for name, delta in deltas[pk].items() if delta}
+        if changes or active_at is not None:
+            rows.append((pk, changes))
+    if len(rows) > 1 and connection.vendor == "postgresql":
+        return _apply_values(model, rows, active_at=active_at, returning=returning)
+    # One UPDATE per distinct change: SQLite locks the whole database.
+    groups: dict[tuple, tuple[dict[str, Any], list[Any]]] = {}
+    for pk, changes in rows:
+        key = tuple(sorted(changes.items()))
+        groups.setdefault(key, (changes, []))[1].append(pk)
+    for changes, pks in groups.values():
+        values = {name: _plus(name, delta) for name, delta in changes.items()}
         if active_at is not None:
             values["last_active_at"] = active_at
-        if values:
-            model.objects.filter(pk=pk).update(**values)
+        if len(pks) == 1:
+            model.objects.filter(pk=pks[0]).update(**values)
+        else:
+            model.objects.filter(pk__in=pks).update(**values)
+    return None
+
+
+def _cast(field: Any) -> str:
+    if isinstance(field, models.DecimalField):
+        return "numeric"
+    if isinstance(field, models.FloatField):
+        return "double precision"
+    return "bigint"
+
+
+def _apply_values(
+    model: type,
+    rows: list[tuple[Any, dict[str, Any]]],
+    *,
+    active_at: datetime | None,
+    returning: str | None,
+) -> dict[Any, Any] | None:
+    # One statement for every row: the rows are locked in key order first,
+    # as one UPDATE per row would; a column a row leaves alone (NULL in d)
+    # keeps its value untouched.
+    qn = connection.ops.quote_name
+    opts = model._meta
+    table, pk = qn(opts.db_table), qn(opts.pk.column)
+    names = sorted({name for _, changes in rows for name in changes})
+    fields = [opts.get_field(name) for name in names]
+    columns = [qn(f.column) for f in fields]
+    casts = [opts.pk.db_type(connection), *(_cast(f) for f in fields)]
+    row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    sets = []
+    for name, column in zip(names, columns, strict=True):
+        added = f"t.{column} + d.{column}"
+        if name == "cost":
+            added = f"ROUND({added}, 6)"
+        sets.append(f"{column} = COALESCE({added}, t.{column})")
+    params: list[Any] = []
+    for pk_value, changes in rows:
+        params += [pk_value, *(changes.get(name) for name in names)]
+    if active_at is not None:
+        sets.append(f"{qn(opts.get_field('last_active_at').column)} = %s")
+        params.append(active_at)
+    sql = (
+        f"WITH d ({', '.join(['id', *columns])}) AS"
+        f" (VALUES {', '.join([row] * len(rows))}),"
+        f" l AS MATERIALIZED (SELECT t.{pk} FROM {table} t"
+        f" WHERE t.{pk} IN (SELECT id FROM d) ORDER BY t.{pk} FOR UPDATE OF t)"
+        f" UPDATE {table} t SET {', '.join(sets)} FROM d"
+        f" WHERE t.{pk} = d.id AND t.{pk} IN (SELECT {pk} FROM l)"
+    )
+    if returning is not None:
+        sql += f" RETURNING t.{pk}, t.{qn(opts.get_field(returning).column)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return dict(cursor.fetchall()) if returning is not None else None
 
 
 def workflow_rollups_apply(deltas: Deltas) -> None:
@@ -183,13 +260,18 @@ def tasks_usage_add(deltas: Deltas) -> None:
     deltas = {pk: delta for pk, delta in deltas.items() if delta}
     if not deltas:
         return
-    _apply(Task, deltas)
+    workflow_of = _apply(Task, deltas, returning="workflow_id")
+    if workflow_of is None:
+        workflow_of = dict(
+            Task.objects.filter(pk__in=deltas, workflow_id__isnull=False).values_list(
+                "pk", "workflow_id"
+            )
+        )
     workflows: Deltas = defaultdict(lambda: defaultdict(int))
-    for pk, workflow_id in Task.objects.filter(
-        pk__in=deltas, workflow_id__isnull=False
-    ).values_list("pk", "workflow_id"):
-        for name, delta in deltas[pk].items():
-            workflows[workflow_id][name] += delta
+    for pk, workflow_id in workflow_of.items():
+        if workflow_id is not None:
+            for name, delta in deltas[pk].items():
+                workflows[workflow_id][name] += delta
     workflow_rollups_apply(workflows)
 
 

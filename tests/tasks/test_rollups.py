@@ -29,6 +29,7 @@ from tasks.models import (
 )
 from tasks.services import (
     agent_register,
+    agent_rollups_apply,
     run_create,
     run_update,
     task_claim,
@@ -42,6 +43,7 @@ from tasks.services import (
     workflow_cancel,
     workflow_create,
 )
+from tasks.services.rollups import tasks_usage_add
 
 pytestmark = pytest.mark.django_db
 
@@ -354,3 +356,65 @@ def test_the_data_migration_recounts_rollups_from_the_rows(project, make_api_cli
     recount_migration.recount(apps, None)
 
     assert_rollups_match(project)
+
+
+def test_several_rows_get_each_their_own_deltas_in_one_pass(project, agent):
+    others = [agent_register(project=project, name=f"a{i}")[0] for i in range(3)]
+    Agent.objects.filter(pk=others[0].pk).update(
+        cost=Decimal("1.5"), latency_total_ms=2.5, latency_count=1
+    )
+    workflow, _ = workflow_create(project=project, name="wf")
+    tasks = [task_create(project=project, title=str(i))[0] for i in range(3)]
+    task_update(task=tasks[0], workflow=workflow.pk)
+    task_update(task=tasks[1], workflow=workflow.pk)
+    at = timezone.now() - timedelta(hours=1)
+
+    agent_rollups_apply(
+        {
+            others[0].pk: {
+                "runs_count": 2,
+                "cost": Decimal("-0.25"),
+                "prompt_tokens": 0,
+            },
+            others[1].pk: {"latency_total_ms": 1.5, "latency_count": 1},
+            others[2].pk: {},
+            None: {"runs_count": 1},
+        },
+        active_at=at,
+    )
+    tasks_usage_add(
+        {
+            tasks[0].pk: {"prompt_tokens": 3, "cost": Decimal("0.1234564")},
+            tasks[1].pk: {"completion_tokens": 4, "cached_tokens": 0},
+            tasks[2].pk: {"prompt_tokens": 5},
+        }
+    )
+
+    rows = {
+        a.pk: a for a in Agent.objects.filter(pk__in=[a.pk for a in [agent, *others]])
+    }
+    first, second, third = (rows[a.pk] for a in others)
+    assert (first.runs_count, first.cost, first.prompt_tokens) == (
+        2,
+        Decimal("1.25"),
+        0,
+    )
+    assert (first.latency_total_ms, first.latency_count) == (2.5, 1)
+    assert (second.runs_count, second.latency_total_ms, second.latency_count) == (
+        0,
+        1.5,
+        1,
+    )
+    assert {first.last_active_at, second.last_active_at, third.last_active_at} == {at}
+    assert rows[agent.pk].last_active_at != at
+    stored = {t.pk: t for t in Task.objects.filter(pk__in=[t.pk for t in tasks])}
+    assert [
+        (stored[t.pk].prompt_tokens, stored[t.pk].completion_tokens, stored[t.pk].cost)
+        for t in tasks
+    ] == [(3, 0, Decimal("0.123456")), (0, 4, Decimal(0)), (5, 0, Decimal(0))]
+    workflow.refresh_from_db()
+    assert (
+        workflow.prompt_tokens,
+        workflow.completion_tokens,
+        workflow.cost,
+    ) == (3, 4, Decimal("0.123456"))
