@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
@@ -34,7 +33,12 @@ from swarmsite.validation import (
     to_utc,
 )
 from tasks.models import RUN_TERMINAL_STATUSES, Agent, AgentRun, RunStatus, Task
-from tasks.services.rollups import agent_rollups_apply, runs_rollup
+from tasks.services.rollups import (
+    USAGE,
+    agent_rollups_apply,
+    runs_rollup,
+    tasks_usage_add,
+)
 from tasks.services.tasks import task_rollup_add
 
 RUN_UPDATABLE_FIELDS = (
@@ -91,6 +95,31 @@ RUN_CREATE_KEYS = frozenset(
 )
 
 
+RUN_STATUSES = frozenset(RunStatus.values)
+# Fields run_create_many has set to values their clean() would return as is.
+CHECKED_FIELDS = frozenset(
+    {"id", "status", "started_at", "ended_at", "created_at", "updated_at"}
+)
+
+
+class _Memo:
+    """A Resolver's `one` for a field, asked once per distinct value."""
+
+    def __init__(self, resolver: Resolver, *, field: str) -> None:
+        self.resolver = resolver
+        self.field = field
+        self.seen: dict[Any, Any] = {}
+
+    def one(self, value: Any) -> Any:
+        try:
+            return self.seen[value]
+        except KeyError:
+            found = self.seen[value] = self.resolver.one(field=self.field, value=value)
+            return found
+        except TypeError:  # unhashable: the resolver answers as it would
+            return self.resolver.one(field=self.field, value=value)
+
+
 @race_safe
 def run_create_many(
     *, project: Project, runs: list[dict[str, Any]], actor: Actor = SYSTEM
@@ -105,11 +134,11 @@ def run_create_many(
         unknown = set(spec) - RUN_CREATE_KEYS
         if unknown:
             raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
-    tasks = Resolver(Task, project=project)
-    agents = Resolver(Agent, project=project)
+    tasks = _Memo(Resolver(Task, project=project), field="task")
+    agents = _Memo(Resolver(Agent, project=project), field="agent")
     for spec in runs:
-        tasks.want(spec.get("task"))
-        agents.want(spec.get("agent"))
+        tasks.resolver.want(spec.get("task"))
+        agents.resolver.want(spec.get("agent"))
     pks = [parse_uuid(spec.get("run_id"), field="id") or uuid.uuid4() for spec in runs]
     known = {r.pk: r for r in AgentRun.objects.filter(pk__in=pks)}
     now = timezone.now()
@@ -117,18 +146,18 @@ def run_create_many(
     new: list[AgentRun] = []
     for pk, spec in zip(pks, runs, strict=True):
         status = spec.get("status", RunStatus.STARTED)
-        if status not in RunStatus.values:
+        if not isinstance(status, str) or status not in RUN_STATUSES:
             raise ValidationError(
                 {"status": f"Choose from {', '.join(RunStatus.values)}."}
             )
-        task = tasks.one(field="task", value=spec.get("task"))
+        task = tasks.one(spec.get("task"))
         if task is None:
             raise ValidationError({"task": "This field is required."})
         run = AgentRun(
             id=pk,
             project=project,
             task=task,
-            agent=agents.one(field="agent", value=spec.get("agent")),
+            agent=agents.one(spec.get("agent")),
             status=status,
             output_summary=spec.get("output_summary", ""),
             model=spec.get("model", ""),
@@ -145,7 +174,7 @@ def run_create_many(
             else now,
             ended_at=now if status in RUN_TERMINAL_STATUSES else None,
         )
-        clean_fields(run)
+        clean_fields(run, exclude=CHECKED_FIELDS)
         stored = known.get(pk)
         if stored is not None:
             if stored.project_id != project.pk:
@@ -166,21 +195,12 @@ def run_create_many(
         return results
 
     bulk_insert(AgentRun, sorted(new, key=lambda run: run.pk))
-    usage: dict[uuid.UUID, list] = {}
+    usage: dict[uuid.UUID, dict[str, Any]] = {}
     for run in new:
-        total = usage.setdefault(run.task_id, [0, 0, 0, Decimal(0)])
-        total[0] += run.prompt_tokens
-        total[1] += run.completion_tokens
-        total[2] += run.cached_tokens
-        total[3] += run.cost
-    for task_id, (prompt, completion, cached, cost) in usage.items():
-        task_rollup_add(
-            task_id=task_id,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cached_tokens=cached,
-            cost=cost,
-        )
+        total = usage.setdefault(run.task_id, dict.fromkeys(USAGE, 0))
+        for name in USAGE:
+            total[name] += getattr(run, name)
+    tasks_usage_add(usage)
     runs_rollup(new)
     links = {(run.task_id, run.agent_id) for run in new if run.agent_id}
     if links:
