@@ -8,8 +8,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Case, F, Value, When
+from django.db import connections, router, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from audit.journal import journaled
@@ -503,33 +503,7 @@ def _write(
     for m in new:
         by_conversation.setdefault(m.conversation_id, []).append(m)
 
-    # One statement for every conversation: their rows are locked already.
-    def per_conversation(value: Any, output_field: Any = None) -> Case:
-        return Case(
-            *(When(pk=pk, then=value(added)) for pk, added in by_conversation.items()),
-            output_field=output_field,
-        )
-
-    def total(name: str) -> Any:
-        return lambda added: F(name) + sum(getattr(m, name) for m in added)
-
-    Conversation.objects.filter(pk__in=by_conversation).update(
-        message_count=per_conversation(
-            lambda added: Value(seqs[added[0].conversation_id])
-        ),
-        prompt_tokens=per_conversation(total("prompt_tokens")),
-        completion_tokens=per_conversation(total("completion_tokens")),
-        cached_tokens=per_conversation(total("cached_tokens")),
-        cost=per_conversation(
-            lambda added: F("cost") + sum((m.cost for m in added), start=Decimal(0)),
-            output_field=Conversation._meta.get_field("cost"),
-        ),
-        last_message_at=per_conversation(
-            lambda added: Value(max(m.created_at for m in added)),
-            output_field=Conversation._meta.get_field("last_message_at"),
-        ),
-        updated_at=timezone.now(),
-    )
+    _conversations_add(by_conversation, seqs)
     # Task, workflow and sender roll-ups (runs own usage a message names).
     tasks = {c.pk: c.task_id for c in conversations.values()}
     messages_rollup(messages=new, tasks=tasks)
@@ -569,6 +543,57 @@ def _write(
             for m in new
         ],
     )
+
+
+def _conversations_add(
+    by_conversation: dict[Any, list[Message]], seqs: dict[Any, int]
+) -> None:
+    """Counts, usage and last message time of conversations, in one UPDATE.
+
+    Their rows are locked already. Written as SQL: the ORM resolves a CASE
+    branch per conversation and column, which costs as much as the rest of
+    an append of a few hundred messages. Values go through the fields'
+    conversions, as the ORM's do.
+    """
+    connection = connections[router.db_for_write(Conversation)]
+    quote = connection.ops.quote_name
+    field = Conversation._meta.get_field
+    pk = Conversation._meta.pk
+    keys = [pk.get_db_prep_value(key, connection) for key in by_conversation]
+    added = list(by_conversation.values())
+    # column: (its new value given the CASE, that conversation's value).
+    columns = {
+        "message_count": ("{case}", [seqs[a[0].conversation_id] for a in added]),
+        **{
+            name: (
+                "{column} + {case}",
+                [sum(getattr(m, name) for m in a) for a in added],
+            )
+            for name in ("prompt_tokens", "completion_tokens", "cached_tokens")
+        },
+        # SQLite keeps decimals as numbers only when cast, as the ORM casts them.
+        "cost": (
+            "CAST({column} + {case} AS NUMERIC)",
+            [sum((m.cost for m in a), start=Decimal(0)) for a in added],
+        ),
+        "last_message_at": ("{case}", [max(m.created_at for m in a) for a in added]),
+    }
+    clauses, params = [], []
+    for name, (template, values) in columns.items():
+        column = quote(field(name).column)
+        then = "CAST(%s AS NUMERIC)" if name == "cost" else "%s"
+        case = f"CASE {quote(pk.column)} {f'WHEN %s THEN {then} ' * len(keys)}END"
+        clauses.append(f"{column} = {template.format(column=column, case=case)}")
+        for key, value in zip(keys, values, strict=True):
+            params += [key, field(name).get_db_prep_save(value, connection)]
+    clauses.append(f"{quote(field('updated_at').column)} = %s")
+    params.append(field("updated_at").get_db_prep_save(timezone.now(), connection))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(Conversation._meta.db_table)} SET {', '.join(clauses)} "
+            f"WHERE {quote(pk.column)} IN ({', '.join(['%s'] * len(keys))})",
+            [*params, *keys],
+        )
 
 
 def _participants_count(new: list[Message]) -> None:

@@ -1,7 +1,9 @@
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from audit.journal import journaled
 from audit.models import Event
@@ -455,6 +457,51 @@ def test_messages_append_numbers_each_conversation_on_from_its_own_count(
         (other.pk, None, 2),
     ]
     assert len(rings) == 1
+
+
+def test_messages_append_adds_each_conversations_usage_to_its_own_totals(
+    project, conversation
+):
+    other, _ = conversation_create(project=project, title="Other")
+    at = [timezone.now() - timedelta(minutes=m) for m in range(4)]
+
+    def append(conversation_id, created_at, tokens, cost):
+        return {
+            "conversation": str(conversation_id),
+            "role": "assistant",
+            "prompt_tokens": tokens,
+            "completion_tokens": tokens + 1,
+            "cached_tokens": tokens + 2,
+            "cost": cost,
+            "created_at": created_at,
+        }
+
+    messages_append(
+        project=project,
+        messages=[
+            append(conversation.pk, at[3], 1, "0.000001"),
+            append(other.pk, at[2], 10, "1.5"),
+            append(conversation.pk, at[1], 2, "0.25"),
+        ],
+    )
+    messages_append(
+        project=project,
+        messages=[
+            append(other.pk, at[0], 2**31 - 3, "9999999.999999"),
+            append(conversation.pk, at[2], 3, "0"),
+        ],
+    )
+
+    def totals(c):
+        return Conversation.objects.values_list("message_count", "last_message_at").get(
+            pk=c.pk
+        ), rollups(c)
+
+    assert totals(conversation) == ((3, at[2]), (6, 9, 12, Decimal("0.250001")))
+    assert totals(other) == (
+        (2, at[0]),
+        (2**31 + 7, 2**31 + 9, 2**31 + 11, Decimal("10000001.499999")),
+    )
 
 
 def test_messages_append_counts_each_sender_in_each_conversation(
