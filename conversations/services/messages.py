@@ -250,47 +250,28 @@ def _build_message(
         and cost < _COST_MAX
         and isinstance(created_at, datetime)
     )
-    if plain:
-        message = _new_message(
-            id=message_id,
-            project_id=conversation.project_id,
-            conversation_id=conversation.pk,
-            role=role,
-            content=content,
-            sender_id=None if sender is None else sender.pk,
-            tool_calls=tool_calls,
-            tool_call_id=tool_call_id,
-            model=model,
-            prompt_tokens=counts[0],
-            completion_tokens=counts[1],
-            cached_tokens=counts[2],
-            cost=cost,
-            latency_ms=latency,
-            metadata=metadata,
-            created_at=created_at,
-        )
-        # As Message(conversation=..., sender=...) caches them.
-        _CONVERSATION.set_cached_value(message, conversation)
-        _SENDER.set_cached_value(message, sender)
-    else:
-        message = Message(
-            id=message_id,
-            project_id=conversation.project_id,
-            conversation=conversation,
-            role=role,
-            content=content,
-            sender=sender,
-            tool_calls=tool_calls,
-            tool_call_id=tool_call_id,
-            model=model,
-            prompt_tokens=counts[0],
-            completion_tokens=counts[1],
-            cached_tokens=counts[2],
-            cost=cost,
-            latency_ms=latency,
-            metadata=metadata,
-            created_at=created_at,
-        )
+    message = _new_message(
+        id=message_id,
+        project_id=conversation.project_id,
+        conversation_id=conversation.pk,
+        role=role,
+        content=content,
+        sender_id=None if sender is None else sender.pk,
+        tool_calls=tool_calls,
+        tool_call_id=tool_call_id,
+        model=model,
+        prompt_tokens=counts[0],
+        completion_tokens=counts[1],
+        cached_tokens=counts[2],
+        cost=cost,
+        latency_ms=latency,
+        metadata=metadata,
+        created_at=created_at,
+    )
+    # As Message(conversation=..., sender=...) caches them.
+    _CONVERSATION.set_cached_value(message, conversation)
+    _SENDER.set_cached_value(message, sender)
+    if not plain:
         clean_fields(message, exclude=["seq", "thread"])
     message.recipient_ids = _recipients(spec.get("recipients"), senders)
     return message
