@@ -25,8 +25,6 @@ from tasks.services.lifecycle import (
 from tasks.services.queue import (
     LEASE_DEFAULT_SECONDS,
     LEASE_MAX_SECONDS,
-    TASK_LEASE_EXPIRED,
-    TASK_LEASE_EXTENDED,
     blocked_expression,
     task_claim,
     task_lease_extend,
@@ -57,8 +55,6 @@ from tasks.services.tasks import (
     task_update,
 )
 from tasks.services.workflows import (
-    WORKFLOW_CANCELLED,
-    WORKFLOW_UPDATED,
     workflow_cancel,
     workflow_create,
     workflow_update,
@@ -68,10 +64,6 @@ __all__ = [
     "AGENT_UPDATABLE_FIELDS",
     "LEASE_DEFAULT_SECONDS",
     "LEASE_MAX_SECONDS",
-    "TASK_LEASE_EXPIRED",
-    "TASK_LEASE_EXTENDED",
-    "WORKFLOW_CANCELLED",
-    "WORKFLOW_UPDATED",
     "agent_rollups_apply",
     "blocked_expression",
     "messages_rollup",

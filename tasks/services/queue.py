@@ -44,9 +44,6 @@ from tasks.services.rollups import agent_active, task_status_moved
 
 LEASE_DEFAULT_SECONDS = 300
 LEASE_MAX_SECONDS = 86_400
-# Event kinds of the queue (under the reserved `task.` prefix).
-TASK_LEASE_EXPIRED = "task.lease_expired"
-TASK_LEASE_EXTENDED = "task.lease_extended"
 # Expired leases returned per claim; the sweep takes the rest.
 EXPIRE_BATCH = 100
 
@@ -117,7 +114,7 @@ def _expire(
         )
         events.append(
             {
-                "kind": TASK_LEASE_EXPIRED,
+                "kind": EventKind.TASK_LEASE_EXPIRED,
                 "task_id": task.pk,
                 "occurred_at": now,
                 "payload": {
@@ -324,7 +321,7 @@ def task_lease_extend(
     task.replayed = audit_operation_applied(
         project_id=task.project_id,
         operation_id=operation_id,
-        kinds=(TASK_LEASE_EXTENDED,),
+        kinds=(EventKind.TASK_LEASE_EXTENDED,),
         subject=("task", str(task.pk)),
     )
     if task.replayed:
@@ -345,7 +342,7 @@ def task_lease_extend(
     agent_active(task.assigned_agent_id, now)
     audit_event_record(
         project_id=task.project_id,
-        kind=TASK_LEASE_EXTENDED,
+        kind=EventKind.TASK_LEASE_EXTENDED,
         actor=actor,
         task_id=task.pk,
         payload={
@@ -362,8 +359,6 @@ def task_lease_extend(
 __all__ = [
     "LEASE_DEFAULT_SECONDS",
     "LEASE_MAX_SECONDS",
-    "TASK_LEASE_EXPIRED",
-    "TASK_LEASE_EXTENDED",
     "blocked_expression",
     "task_claim",
     "task_lease_extend",

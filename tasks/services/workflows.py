@@ -25,8 +25,6 @@ from swarmsite.validation import (
 from tasks.models import TERMINAL_STATUSES, Task, TaskStatus, Workflow
 from tasks.services.lifecycle import task_transition
 
-WORKFLOW_UPDATED = "workflow.updated"
-WORKFLOW_CANCELLED = "workflow.cancelled"
 WORKFLOW_UPDATABLE_FIELDS = ("name", "description", "metadata")
 
 
@@ -116,7 +114,7 @@ def workflow_update(
     workflow.replayed = audit_operation_applied(
         project_id=workflow.project_id,
         operation_id=operation_id,
-        kinds=(WORKFLOW_UPDATED,),
+        kinds=(EventKind.WORKFLOW_UPDATED,),
         subject=("workflow", str(workflow.pk)),
     )
     if workflow.replayed:
@@ -141,7 +139,7 @@ def workflow_update(
         workflow.save(update_fields=[*changes, "updated_at"])
     audit_event_record(
         project_id=workflow.project_id,
-        kind=WORKFLOW_UPDATED,
+        kind=EventKind.WORKFLOW_UPDATED,
         actor=actor,
         payload={"workflow": str(workflow.pk), "changes": changes},
         event_id=operation_id,
@@ -173,7 +171,7 @@ def workflow_cancel(
     workflow.replayed = audit_operation_applied(
         project_id=workflow.project_id,
         operation_id=operation_id,
-        kinds=(WORKFLOW_CANCELLED,),
+        kinds=(EventKind.WORKFLOW_CANCELLED,),
         subject=("workflow", str(workflow.pk)),
     )
     if workflow.replayed:
@@ -182,7 +180,7 @@ def workflow_cancel(
         task_transition(task=task, status=TaskStatus.CANCELLED, actor=actor)
     audit_event_record(
         project_id=workflow.project_id,
-        kind=WORKFLOW_CANCELLED,
+        kind=EventKind.WORKFLOW_CANCELLED,
         actor=actor,
         payload={"workflow": str(workflow.pk), "cancelled": len(unfinished)},
         event_id=operation_id,
