@@ -38,6 +38,7 @@ from tasks.serializers import (
     INT32_MAX,
     AgentCreateInputSerializer,
     AgentHeartbeatInputSerializer,
+    AgentUpdateInputSerializer,
     RunCreateInputSerializer,
     RunUpdateInputSerializer,
     TaskCreateInputSerializer,
@@ -53,6 +54,7 @@ from tasks.serializers import (
 
 ITEM_TYPES = (
     "agent",
+    "agent_update",
     "heartbeat",
     "workflow",
     "task",
@@ -69,6 +71,10 @@ ITEM_TYPES = (
     "audit",
     "memory",
 )
+
+
+class AgentUpdateItemSerializer(AgentUpdateInputSerializer):
+    agent = StrictUUIDField()
 
 
 class HeartbeatItemSerializer(AgentHeartbeatInputSerializer):
@@ -150,6 +156,7 @@ class AuditItemSerializer(StrictInputSerializer):
 # argument names).
 ITEM_SERIALIZERS: dict[str, tuple[type[serializers.Serializer], dict[str, str]]] = {
     "agent": (AgentCreateInputSerializer, {"id": "agent_id"}),
+    "agent_update": (AgentUpdateItemSerializer, {}),
     "heartbeat": (HeartbeatItemSerializer, {"id": "operation_id"}),
     "workflow": (WorkflowCreateInputSerializer, {"id": "workflow_id"}),
     "task": (TaskCreateInputSerializer, {"id": "task_id"}),

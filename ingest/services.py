@@ -50,6 +50,7 @@ from tasks.models import Agent, AgentRun, Task
 from tasks.services import (
     agent_heartbeat,
     agent_register,
+    agent_update,
     run_create_many,
     run_update,
     task_create_many,
@@ -144,6 +145,13 @@ def _participant(project: Project, items: list[Item], actor: Actor) -> list[Outc
 def _agent(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
     agent, created = agent_register(project=project, actor=actor, **items[0].data)
     return [(agent.pk, created)]
+
+
+def _agent_update(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    data = dict(items[0].data)
+    agent = _target(project, Agent, data, "agent")
+    agent = agent_update(agent=agent, actor=actor, **data)
+    return [(agent.pk, True)]
 
 
 def _conversations(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
@@ -254,6 +262,7 @@ BULK_HANDLERS: dict[str, Handler] = {
 }
 SINGLE_HANDLERS: dict[str, Handler] = {
     "agent": _agent,
+    "agent_update": _agent_update,
     "heartbeat": _heartbeat,
     "workflow": _workflow,
     "dependency": _dependency,

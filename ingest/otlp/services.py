@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from audit.models import Event
 from audit.services import SYSTEM, Actor
 from conversations.models import Conversation
 from ingest.otlp import mapping
@@ -60,6 +61,28 @@ def _stored(
     return found, titles
 
 
+def _stored_spans(
+    project: Project, spans: list[Span], ids: mapping.Ids
+) -> list[mapping.Stored]:
+    """The spans earlier exports wrote in these traces, from their events."""
+    rows = Event.objects.filter(
+        project=project,
+        task_id__in={ids.task(s.trace_id) for s in spans},
+        kind=mapping.EVENT_KIND,
+    ).values_list(
+        "payload__trace_id",
+        "payload__span_id",
+        "payload__parent_span_id",
+        "payload__type",
+        "payload__agent",
+    )
+    return [
+        mapping.Stored(trace, span, parent or "", kind or "", agent or "")
+        for trace, span, parent, kind, agent in rows
+        if isinstance(trace, str) and isinstance(span, str)
+    ]
+
+
 def otlp_spans_write(
     *, project: Project, spans: list[Span], actor: Actor = SYSTEM
 ) -> ExportResult:
@@ -87,13 +110,15 @@ def otlp_spans_write(
     plan = mapping.Plan()
     results = []
     for _attempt in range(MAX_ATTEMPTS):
-        names = mapping.agent_names(valid)
-        agents = {
-            name: str(pk)
-            for name, pk in Agent.objects.filter(
-                project=project, name__in=names
-            ).values_list("name", "id")
-        }
+        stored = _stored_spans(project, valid, ids) if valid else []
+        names = mapping.agent_names(valid) | {s.agent for s in stored if s.agent}
+        rows = list(
+            Agent.objects.filter(project=project, name__in=names).values_list(
+                "name", "id", "parent_id"
+            )
+        )
+        agents = {name: str(pk) for name, pk, _ in rows}
+        orphans = {name for name, _, parent in rows if parent is None}
         existing, titles = _stored(project, valid, ids)
         plan = mapping.map_spans(
             valid,
@@ -101,6 +126,8 @@ def otlp_spans_write(
             agents=agents,
             existing=existing,
             stored_titles=titles,
+            stored=stored,
+            orphans=orphans,
         )
         if not plan.items:
             break
@@ -120,7 +147,8 @@ def otlp_spans_write(
             continue
         error = result.error
         code = getattr(error, "code", "error")
-        if code in STORED:
+        if code in STORED or not plan.owners[result.index]:
+            # Written before, or a parent no span asked for (agent_update).
             continue
         item = plan.items[result.index]
         reason = (

@@ -566,3 +566,42 @@ def test_runs_of_one_batch_roll_up_into_their_tasks_once(api, project, agent):
     assert AgentRun.objects.filter(task=task).count() == 3
     assert list(task.agents.all()) == [agent]
     assert Event.objects.filter(task_id=task.pk, kind="run.started").count() == 3
+
+
+def test_agent_update_items_change_an_agent_as_its_patch_does(api, project):
+    boss, worker = _ids(2)
+    _post(
+        api,
+        [
+            {"type": "agent", "data": {"id": boss, "name": "boss"}},
+            {"type": "agent", "data": {"id": worker, "name": "worker"}},
+            {"type": "agent_update", "data": {"agent": worker, "parent": boss}},
+            {"type": "agent_update", "data": {"agent": worker, "role": "search"}},
+        ],
+    )
+    agent = Agent.objects.get(pk=worker)
+    assert (str(agent.parent_id), agent.role) == (boss, "search")
+    changes = [
+        e.payload["changes"]
+        for e in Event.objects.filter(project=project, kind="agent.updated").order_by(
+            "position"
+        )
+    ]
+    assert changes == [{"parent": [None, boss]}, {"role": ["", "search"]}]
+
+    results = _post(
+        api,
+        [
+            {"type": "agent_update", "data": {"agent": boss, "parent": worker}},
+            {"type": "agent_update", "data": {"agent": str(uuid.uuid4())}},
+            {"type": "agent_update", "data": {"agent": worker, "id": boss}},
+        ],
+        status=207,
+    )
+    assert [r["status"] for r in results] == ["error"] * 3
+    assert [sorted(r["error"]["fields"]) for r in results] == [
+        ["parent"],
+        ["agent"],
+        ["data.id"],
+    ]
+    assert Agent.objects.get(pk=boss).parent_id is None

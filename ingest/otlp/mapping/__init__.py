@@ -12,7 +12,7 @@ task), so a child span can be written before its parent arrives.
 """
 
 from ingest.otlp.mapping.chat import Msg, messages
-from ingest.otlp.mapping.plan import Plan, agent_names, map_spans
+from ingest.otlp.mapping.plan import Plan, Stored, agent_names, map_spans
 from ingest.otlp.mapping.spans import (
     AGENT,
     EVENT_KIND,
@@ -45,6 +45,7 @@ __all__ = [
     "Ids",
     "Msg",
     "Plan",
+    "Stored",
     "agent_name",
     "agent_names",
     "classify",

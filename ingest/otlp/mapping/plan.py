@@ -56,6 +56,18 @@ class Plan:
         self.owners.append(tuple(owners))
 
 
+@dataclass(frozen=True)
+class Stored:
+    """A span an earlier export wrote, as its `otel.span` event keeps it:
+    enough to find the agents above the spans of a later export."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    kind: str
+    agent: str = ""
+
+
 def agent_names(spans: Iterable[Span]) -> set[str]:
     """Every agent name the mapping of `spans` refers to."""
     names: set[str] = set()
@@ -70,7 +82,7 @@ def agent_names(spans: Iterable[Span]) -> set[str]:
     return names
 
 
-def _nearest_agents(spans: list[Span], kinds: list[str]) -> list[int | None]:
+def _nearest_agents(spans: list[Span | Stored], kinds: list[str]) -> list[int | None]:
     """For each span, the index of its nearest ancestor agent span in `spans`.
 
     Linear in the number of spans, however deep the tree; a parent cycle
@@ -116,6 +128,8 @@ def map_spans(
     agents: dict[str, str],
     existing: set[str] = frozenset(),
     stored_titles: dict[str, str] | None = None,
+    stored: Iterable[Stored] = (),
+    orphans: Iterable[str] = (),
 ) -> Plan:
     """The ingest items of one export's spans (`docs/otlp.md`, rule by rule).
 
@@ -124,12 +138,24 @@ def map_spans(
     and conversations already stored, whose placeholders are left out.
     `stored_titles` (task id -> stored title) tells whether the root still
     has to rename its task.
+    `stored` are the spans of these traces earlier exports wrote: agents
+    above this export's spans are found among them too. `orphans` names
+    stored agents without a parent: one gets the agent of its nearest
+    ancestor agent span once that span is known (`agent_update`).
     Spans are taken in start order, so messages of one export get their
     `seq` in the order the calls were made.
     """
     order = sorted(range(len(spans)), key=lambda i: (spans[i].start_ns, i))
     kinds = [classify(s) for s in spans]
-    nearest = _nearest_agents(spans, kinds)
+    n = len(spans)
+    fresh = {(s.trace_id, s.span_id) for s in spans}
+    known = [s for s in stored if (s.trace_id, s.span_id) not in fresh]
+    nearest = _nearest_agents([*spans, *known], [*kinds, *(s.kind for s in known)])
+
+    def name_of(k: int) -> str:
+        """The agent of agent span `k`, of this export or stored."""
+        return agent_name(spans[k]) if k < n else known[k - n].agent
+
     plan = Plan()
     agent_ids = dict(agents)
     by_trace: dict[str, list[int]] = {}
@@ -143,7 +169,7 @@ def map_spans(
         chain: list[int] = []
         names: set[str] = set()
         at: int | None = i
-        while at is not None:
+        while at is not None and at < n:
             name = agent_name(spans[at])
             if name in agent_ids or name in names:
                 break
@@ -155,7 +181,7 @@ def map_spans(
             data: dict[str, Any] = {"name": name, "id": ids.agent(name)}
             parent = nearest[k]
             if parent is not None:
-                parent_id = agent_ids.get(agent_name(spans[parent]))
+                parent_id = agent_ids.get(name_of(parent))
                 if parent_id and parent_id != data["id"]:
                     data["parent"] = parent_id
             if model(spans[k]):
@@ -175,6 +201,23 @@ def map_spans(
             data = {"name": own, "id": ids.agent(own)}
             agent_ids[own] = plan.agent_ids[own] = data["id"]
             plan.add("agent", data, [i])
+
+    # A stored agent without a parent gets the one its spans now show: the
+    # delegating span came in a later export than the agent's first span.
+    # The first known parent stays; one that would make a cycle is refused
+    # by the service, which is no refusal of a span (no owner).
+    waiting = set(orphans)
+    for k in [*(i for i in order if kinds[i] == AGENT), *range(n, n + len(known))]:
+        if k >= n and known[k - n].kind != AGENT:
+            continue
+        name = name_of(k)
+        if name not in waiting or nearest[k] is None:
+            continue
+        parent_id = agent_ids.get(name_of(nearest[k]))
+        if parent_id and name in agent_ids and parent_id != agent_ids[name]:
+            fill = {"agent": agent_ids[name], "parent": parent_id}
+            plan.add("agent_update", fill, [])
+            waiting.discard(name)
 
     # A trace is a task.
     tasks = {trace: ids.task(trace) for trace in by_trace}
@@ -260,7 +303,7 @@ def map_spans(
         if span.parent_span_id:
             otel["parent_span_id"] = span.parent_span_id
         if nearest[i] is not None:
-            otel["delegated_by"] = agent_name(spans[nearest[i]])
+            otel["delegated_by"] = name_of(nearest[i])
         spent = usage(span)
         if spent:
             otel["usage"] = spent
@@ -287,7 +330,8 @@ def map_spans(
     # conversation's messages are appended with one statement.
     for members in talks.values():
         for i in members:
-            _map_llm(plan, spans[i], i, ids, agent_ids, nearest, spans)
+            above = None if nearest[i] is None else name_of(nearest[i])
+            _map_llm(plan, spans[i], i, ids, agent_ids, above)
 
     # Tool calls: tool.invoke audit records.
     for i in order:
@@ -336,9 +380,9 @@ def _map_llm(
     i: int,
     ids: Ids,
     agent_ids: dict[str, str],
-    nearest: list[int | None],
-    spans: list[Span],
+    above: str | None,
 ) -> None:
+    """`above`: the agent of the nearest ancestor agent span, if known."""
     conversation = ids.conversation(span)
     inputs, outputs = messages(span)
     # Inputs are addressed by content and position in the conversation, so
@@ -365,8 +409,8 @@ def _map_llm(
     own = own_agent_name(span)
     if own:
         sender = agent_ids[own]
-    elif nearest[i] is not None:
-        sender = agent_ids[agent_name(spans[nearest[i]])]
+    elif above is not None:
+        sender = agent_ids.get(above, "")
     spent = usage(span)
     price = cost(span)
     for index, msg in enumerate(outputs):

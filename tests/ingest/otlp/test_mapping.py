@@ -108,6 +108,65 @@ def test_a_stored_agent_keeps_its_id_and_is_not_registered_again():
     assert of_type(plan, "run")[0]["agent"] == "stored-id"
 
 
+def test_agents_above_come_from_stored_spans_through_spans_that_are_not_agents():
+    trace = builder.new_trace()
+    boss, step = builder.new_span_id(), builder.new_span_id()
+    chat, worker = flat(
+        builder.span(trace, "chat m", parent=step, gen_ai__operation__name="chat"),
+        builder.span(
+            trace,
+            "invoke_agent worker",
+            parent=step,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="worker",
+        ),
+    )
+    tid = builder.hexid(trace)
+    stored = [
+        mapping.Stored(tid, builder.hexid(step), builder.hexid(boss), mapping.OTHER),
+        mapping.Stored(tid, builder.hexid(boss), "", mapping.AGENT, "boss"),
+    ]
+    plan = mapping.map_spans(
+        [chat, worker], ids=IDS, agents={"boss": "boss-id"}, stored=stored
+    )
+    (registered,) = of_type(plan, "agent")
+    assert (registered["name"], registered["parent"]) == ("worker", "boss-id")
+    assert of_type(plan, "run")[0]["metadata"]["otel"]["delegated_by"] == "boss"
+    assert {m["sender"] for m in of_type(plan, "message")} == {"boss-id"}
+    assert of_type(plan, "agent_update") == []
+
+
+def test_a_stored_agent_without_a_parent_gets_the_one_a_later_span_shows():
+    trace = builder.new_trace()
+    boss, worker = builder.new_span_id(), builder.new_span_id()
+    (root,) = flat(
+        builder.span(
+            trace,
+            "invoke_agent boss",
+            span_id=boss,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="boss",
+        )
+    )
+    tid = builder.hexid(trace)
+    stored = [
+        mapping.Stored(
+            tid, builder.hexid(worker), root.span_id, mapping.AGENT, "worker"
+        )
+    ]
+    agents = {"worker": "worker-id", "boss": "boss-id"}
+    plan = mapping.map_spans(
+        [root], ids=IDS, agents=agents, stored=stored, orphans={"worker", "boss"}
+    )
+    assert of_type(plan, "agent_update") == [
+        {"agent": "worker-id", "parent": "boss-id"}
+    ]
+    assert plan.owners[[i["type"] for i in plan.items].index("agent_update")] == ()
+    # An agent with a parent is not an orphan: nothing to fill in.
+    plan = mapping.map_spans([root], ids=IDS, agents=agents, stored=stored)
+    assert of_type(plan, "agent_update") == []
+
+
 def test_create_agent_registers_without_a_run():
     span = builder.span(
         builder.new_trace(),

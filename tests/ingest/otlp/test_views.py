@@ -200,21 +200,93 @@ def test_children_first_in_separate_exports_give_the_same_rows(
     project, other_project, make_api_client
 ):
     """Each span in its own export, leaves first, as a batch processor may
-    send a long trace. Agent parents and message senders need the delegating
-    span in the same export (docs/otlp.md), so they are left out here."""
+    send a long trace. An agent gets its parent when the delegating span
+    arrives; a message written before its agent's span keeps no sender
+    (docs/otlp.md), so senders are left out here."""
     _, spans = builder.three_agent_trace()
     post(make_api_client(project), builder.request(*spans))
     late = make_api_client(other_project)
     for span in reversed(spans):
         assert partial(post(late, builder.request(span))).ByteSize() == 0
     together, apart = state(project), state(other_project)
-    for name in ("agents",):
-        together.pop(name), apart.pop(name)
+    assert ("researcher", "planner") in apart["agents"]
     strip = [m[:-1] for m in together.pop("messages")]
     assert strip == [m[:-1] for m in apart.pop("messages")]
     assert together == apart
     task = Task.objects.get(project=other_project)
     assert task.status == "failed"
+
+
+def test_parents_first_in_separate_exports_give_the_same_rows(
+    project, other_project, make_api_client
+):
+    """Each span in its own export, roots first: agents, senders and
+    delegations are found among the spans earlier exports wrote."""
+    _, spans = builder.three_agent_trace()
+    post(make_api_client(project), builder.request(*spans))
+    late = make_api_client(other_project)
+    for span in spans:
+        assert partial(post(late, builder.request(span))).ByteSize() == 0
+    assert state(other_project) == state(project)
+    delegated = {
+        r.agent.name: r.metadata["otel"].get("delegated_by")
+        for r in AgentRun.objects.filter(project=other_project)
+    }
+    assert delegated == {"planner": None, "researcher": "planner", "writer": "planner"}
+
+
+def test_a_parent_found_later_is_set_once_and_never_replaced(otlp, project):
+    trace = builder.new_trace()
+    boss, worker = builder.new_span_id(), builder.new_span_id()
+    child = builder.span(
+        trace,
+        "invoke_agent worker",
+        span_id=worker,
+        parent=boss,
+        gen_ai__operation__name="invoke_agent",
+        gen_ai__agent__name="worker",
+    )
+    root = builder.span(
+        trace,
+        "invoke_agent boss",
+        span_id=boss,
+        gen_ai__operation__name="invoke_agent",
+        gen_ai__agent__name="boss",
+    )
+    post(otlp, builder.request(child))
+    assert Agent.objects.get(project=project, name="worker").parent is None
+    post(otlp, builder.request(root))
+    boss_agent = Agent.objects.get(project=project, name="boss")
+    assert Agent.objects.get(project=project, name="worker").parent == boss_agent
+    updates = Event.objects.filter(project=project, kind="agent.updated")
+    assert [e.payload["changes"]["parent"] for e in updates] == [
+        [None, str(boss_agent.pk)]
+    ]
+
+    # Another trace where someone else delegates to the worker changes nothing.
+    other = builder.new_trace()
+    chief = builder.new_span_id()
+    post(
+        otlp,
+        builder.request(
+            builder.span(
+                other,
+                "invoke_agent chief",
+                span_id=chief,
+                gen_ai__operation__name="invoke_agent",
+                gen_ai__agent__name="chief",
+            ),
+            builder.span(
+                other,
+                "invoke_agent worker",
+                parent=chief,
+                gen_ai__operation__name="invoke_agent",
+                gen_ai__agent__name="worker",
+            ),
+        ),
+    )
+    assert Agent.objects.get(project=project, name="worker").parent == boss_agent
+    assert updates.count() == 1
 
 
 def test_json_with_hex_ids_and_gzip_are_accepted(otlp, project):
