@@ -184,37 +184,38 @@ def _supplied_id(data: Any) -> str | None:
     return None
 
 
+def _item(index: int, item_type: str, values: dict[str, Any], data: Any) -> Item:
+    """An item of the batch: its typed values under the service's names."""
+    renames = ITEM_SERIALIZERS[item_type][1]
+    return Item(
+        index=index,
+        type=item_type,
+        data={renames.get(k, k): v for k, v in values.items()},
+        supplied_id=_supplied_id(data),
+    )
+
+
 def validate_items(raw: list[Any]) -> tuple[list[Item], list[ItemResult]]:
     """Check every item of `raw`: the valid ones, and an error result per other.
 
     One serializer instance per type validates all items of that type, so
     its fields are built once per batch, not once per item.
     """
-    checkers = {
-        name: (cls(), renames) for name, (cls, renames) in ITEM_SERIALIZERS.items()
-    }
+    checkers = {name: cls() for name, (cls, _) in ITEM_SERIALIZERS.items()}
     valid: list[Item] = []
     rejected: list[ItemResult] = []
     for index, entry in enumerate(raw):
         data = entry.get("data") if isinstance(entry, Mapping) else None
         try:
             item_type, data = _envelope(entry)
-            checker, renames = checkers[item_type]
             try:
-                values = checker.run_validation(data)
+                values = checkers[item_type].run_validation(data)
             except serializers.ValidationError as exc:
                 raise ValidationError(flatten_detail(exc.detail, "data")) from exc
         except ValidationError as exc:
             rejected.append(ItemResult(index, _supplied_id(data), "error", exc))
             continue
-        valid.append(
-            Item(
-                index=index,
-                type=item_type,
-                data={renames.get(k, k): v for k, v in values.items()},
-                supplied_id=_supplied_id(data),
-            )
-        )
+        valid.append(_item(index, item_type, values, data))
     return valid, rejected
 
 
@@ -263,19 +264,11 @@ def typed_items(raw: list[dict[str, Any]]) -> list[Item]:
     for index, entry in enumerate(raw):
         item_type, data = entry["type"], entry["data"]
         typers, defaults = _typers(item_type)
-        renames = ITEM_SERIALIZERS[item_type][1]
         values = defaults | {
             k: typers[k](v) if k in typers and v is not None else v
             for k, v in data.items()
         }
-        items.append(
-            Item(
-                index=index,
-                type=item_type,
-                data={renames.get(k, k): v for k, v in values.items()},
-                supplied_id=_supplied_id(data),
-            )
-        )
+        items.append(_item(index, item_type, values, data))
     return items
 
 
