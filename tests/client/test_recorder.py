@@ -14,12 +14,18 @@ from pathlib import Path
 
 import pytest
 
+from ingest import serializers as ingest_serializers
 from swarmsite_client import Client, OutboxFull, Recorder
+from swarmsite_client.recorder import items as recorder_items
 from tests.client.recorder_child import item_id
 from tests.utils import sqlite_only
 
 CHILD = Path(__file__).with_name("recorder_child.py")
 DEAD_URL = "http://127.0.0.1:9"  # nothing listens there
+
+
+def test_the_recorder_knows_the_item_types_the_server_takes():
+    assert recorder_items.ITEM_TYPES == ingest_serializers.ITEM_TYPES
 
 
 def test_record_calls_return_at_once_and_keep_items_while_the_server_is_away(

@@ -10,6 +10,7 @@ NAMESPACE = uuid.UUID("6b9f3c2e-52a1-4c0e-9d7a-1f0e8c4b2a55")
 # Item types the server's ingest takes (contract 1.1).
 ITEM_TYPES = (
     "agent",
+    "agent_update",
     "heartbeat",
     "workflow",
     "task",
