@@ -65,21 +65,23 @@ def _stored_spans(
     project: Project, spans: list[Span], ids: mapping.Ids
 ) -> list[mapping.Stored]:
     """The spans earlier exports wrote in these traces, from their events."""
-    rows = Event.objects.filter(
+    # Whole payloads: SQLite's key lookups would read an id such as
+    # "0e12345678901234" as a number.
+    payloads = Event.objects.filter(
         project=project,
         task_id__in={ids.task(s.trace_id) for s in spans},
         kind=mapping.EVENT_KIND,
-    ).values_list(
-        "payload__trace_id",
-        "payload__span_id",
-        "payload__parent_span_id",
-        "payload__type",
-        "payload__agent",
-    )
+    ).values_list("payload", flat=True)
     return [
-        mapping.Stored(trace, span, parent or "", kind or "", agent or "")
-        for trace, span, parent, kind, agent in rows
-        if isinstance(trace, str) and isinstance(span, str)
+        mapping.Stored(
+            p["trace_id"],
+            p["span_id"],
+            p.get("parent_span_id") or "",
+            p.get("type") or "",
+            p.get("agent") or "",
+        )
+        for p in payloads
+        if isinstance(p.get("trace_id"), str) and isinstance(p.get("span_id"), str)
     ]
 
 

@@ -235,6 +235,30 @@ def test_parents_first_in_separate_exports_give_the_same_rows(
     assert delegated == {"planner": None, "researcher": "planner", "writer": "planner"}
 
 
+def test_a_stored_span_whose_id_looks_like_a_number_is_still_an_ancestor(otlp, project):
+    trace = builder.new_trace()
+    boss = bytes.fromhex("0e12345678901234")  # a JSON number, read as text
+    for span in (
+        builder.span(
+            trace,
+            "invoke_agent boss",
+            span_id=boss,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="boss",
+        ),
+        builder.span(
+            trace,
+            "invoke_agent worker",
+            parent=boss,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="worker",
+        ),
+    ):
+        post(otlp, builder.request(span))
+    worker = Agent.objects.get(project=project, name="worker")
+    assert worker.parent.name == "boss"
+
+
 def test_a_parent_found_later_is_set_once_and_never_replaced(otlp, project):
     trace = builder.new_trace()
     boss, worker = builder.new_span_id(), builder.new_span_id()
