@@ -97,7 +97,13 @@ def conversation_create_many(
     for conversation, involved in built:
         snapshot = _conversation_snapshot(conversation, involved)
         existing = stored.get(conversation.pk)
+        if existing is not None and conversation.pk not in earlier:
+            if existing.project_id != project.pk:
+                raise IdempotencyConflict(f"The id {conversation.pk} is taken.")
+            first = _conversation_snapshot(existing, list(existing.participants.all()))
+            earlier[existing.pk] = (existing, first)
         if conversation.pk in earlier:
+            # Judged against the body that created it (stored, or earlier here).
             existing, first = earlier[conversation.pk]
             check_replay(
                 stored_digest=existing.create_digest,
@@ -106,20 +112,6 @@ def conversation_create_many(
                 what="conversation",
                 grown=("participants",),
             )
-            results.append((existing, False))
-            continue
-        if existing is not None:
-            if existing.project_id != project.pk:
-                raise IdempotencyConflict(f"The id {conversation.pk} is taken.")
-            first = _conversation_snapshot(existing, list(existing.participants.all()))
-            check_replay(
-                stored_digest=existing.create_digest,
-                stored=first,
-                supplied=snapshot,
-                what="conversation",
-                grown=("participants",),
-            )
-            earlier[existing.pk] = (existing, first)
             results.append((existing, False))
             continue
         conversation.create_digest = body_digest(snapshot)
