@@ -15,7 +15,7 @@ from django.conf import settings  # noqa: E402
 
 from streams.routing import websocket_urlpatterns  # noqa: E402
 from streams.wire import DaphneWire  # noqa: E402
-from swarmsite.startup import require_secret_key  # noqa: E402
+from swarmsite.startup import require_secret_key, settle_heap  # noqa: E402
 
 require_secret_key()
 
@@ -50,3 +50,4 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+settle_heap()

@@ -8,6 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "swarmsite.settings")
 
 application = get_wsgi_application()
 
-from swarmsite.startup import require_secret_key  # noqa: E402
+from swarmsite.startup import require_secret_key, settle_heap  # noqa: E402
 
 require_secret_key()
+settle_heap()

@@ -51,6 +51,20 @@ def test_production_server_starts_with_a_real_key(module):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("module", ["swarmsite.asgi", "swarmsite.wsgi"])
+def test_the_servers_start_up_heap_is_left_out_of_garbage_collections(module):
+    script = (
+        f"import gc, sys; import {module}; "
+        "print(gc.get_freeze_count(), 'ingest.otlp.views' in sys.modules)"
+    )
+    result = run("-c", script, DJANGO_SECRET_KEY="x" * 60)
+    assert result.returncode == 0, result.stderr
+    frozen, views_loaded = result.stdout.split()
+    # Django, DRF and our modules: well over 100,000 objects.
+    assert int(frozen) > 100_000
+    assert views_loaded == "True"
+
+
 def test_production_settings_pass_the_deploy_check():
     result = run(
         "manage.py",
