@@ -142,7 +142,7 @@ def audit_custom_events_create(
     ids = {spec["uuid"] for spec in checked if spec["uuid"]}
     known: dict[uuid.UUID, Event] = journal_buffered(Event, ids)
     if ids:
-        known |= {e.uuid: e for e in Event.objects.filter(uuid__in=ids)}
+        known |= {e.uuid: e for e in Event.objects.filter(uuid__in=ids).order_by()}
     results: list[tuple[Event, bool]] = []
     built: list[Event] = []
     for spec in checked:
@@ -327,7 +327,7 @@ def audit_logs_create(
     ids = {parse_uuid(e.get("entry_id")) for e in entries} - {None}
     known: dict[uuid.UUID, AuditLog] = journal_buffered(AuditLog, ids)
     if ids:
-        known |= {a.uuid: a for a in AuditLog.objects.filter(uuid__in=ids)}
+        known |= {a.uuid: a for a in AuditLog.objects.filter(uuid__in=ids).order_by()}
     results: list[tuple[AuditLog, bool]] = []
     new: list[AuditLog] = []
     for spec in entries:

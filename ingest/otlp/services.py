@@ -71,7 +71,7 @@ def _stored_spans(
         project=project,
         task_id__in={ids.task(s.trace_id) for s in spans},
         kind=mapping.EVENT_KIND,
-    ).values_list("payload", flat=True)
+    ).order_by().values_list("payload", flat=True)
     return [
         mapping.Stored(
             p["trace_id"],
