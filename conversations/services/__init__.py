@@ -23,6 +23,8 @@ from conversations.services.messages import (
     message_append,
     message_append_one,
     message_revise,
+    message_sender_set,
+    message_sender_set_many,
     messages_append,
 )
 from conversations.services.participants import (
@@ -47,6 +49,8 @@ __all__ = [
     "message_append",
     "message_append_one",
     "message_revise",
+    "message_sender_set",
+    "message_sender_set_many",
     "messages_append",
     "participant_join",
     "participant_leave",

@@ -20,6 +20,7 @@ from audit.services import (
     audit_event_record,
     audit_events_record,
     audit_log_record,
+    audit_logs_record,
     audit_operation_applied,
 )
 from conversations.models import (
@@ -30,9 +31,10 @@ from conversations.models import (
     Participant,
 )
 from swarmsite.bulk import bulk_insert
-from swarmsite.errors import IdempotencyConflict, NotFound, ValidationError
+from swarmsite.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
 from swarmsite.models import Project
 from swarmsite.validation import (
+    Resolver,
     body_digest,
     check_replay,
     clean_fields,
@@ -693,3 +695,175 @@ def message_revise(
         changes={"revision": [stored.revision - 1, stored.revision]},
     )
     return stored
+
+
+MESSAGE_SENDER_KEYS = frozenset({"message", "sender"})
+
+
+class _SenderPrefixed(_Prefixed):
+    """Re-raises a ValidationError with its fields named `senders[i].field`."""
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.index is not None and isinstance(exc, ValidationError):
+            raise ValidationError(
+                {f"senders[{self.index}].{k}": v for k, v in exc.fields.items()}
+            ) from exc
+        return False
+
+
+def _sender_fills(project: Project, senders: Any) -> list[tuple[uuid.UUID, Agent]]:
+    """(message id, agent) per item, or the first bad item's field error."""
+    if not isinstance(senders, list) or not senders:
+        raise ValidationError({"senders": "Send a non-empty list."})
+    if len(senders) > MAX_MESSAGES_PER_APPEND:
+        raise ValidationError(
+            {"senders": f"At most {MAX_MESSAGES_PER_APPEND} messages at once."}
+        )
+    many = len(senders) > 1
+    agents = Resolver(Agent, project=project)
+    for spec in senders:
+        if isinstance(spec, dict):
+            agents.want(spec.get("sender"))
+    parsed: list[tuple[uuid.UUID, Any]] = []
+    for index, spec in enumerate(senders):
+        with _SenderPrefixed(index if many else None):
+            if not isinstance(spec, dict):
+                raise ValidationError(
+                    {"non_field_errors": "Each item must be a JSON object."}
+                )
+            unknown = set(spec) - MESSAGE_SENDER_KEYS
+            if unknown:
+                raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
+            message_id = parse_uuid(spec.get("message"), field="message")
+            if message_id is None:
+                raise ValidationError({"message": "This field is required."})
+            if spec.get("sender") in (None, ""):
+                raise ValidationError({"sender": "This field is required."})
+            parsed.append((message_id, spec["sender"]))
+    stored = set(
+        Message.objects.filter(project=project, pk__in={pk for pk, _ in parsed})
+        .order_by()
+        .values_list("pk", flat=True)
+    )
+    fills = []
+    for index, (message_id, sender) in enumerate(parsed):
+        with _SenderPrefixed(index if many else None):
+            if message_id not in stored:
+                raise ValidationError(
+                    {"message": f"No message {message_id} in this project."}
+                )
+            fills.append((message_id, agents.one(field="sender", value=sender)))
+    return fills
+
+
+@journaled()
+def message_sender_set_many(
+    *,
+    project: Project,
+    senders: list[dict[str, Any]],
+    actor: Actor = SYSTEM,
+) -> list[tuple[Message, bool]]:
+    """Give messages stored without a sender the agent that sent them.
+
+    Each item is `{"message": id, "sender": agent id}` of `project`. Only an
+    empty sender is filled: the same sender again changes nothing (False),
+    another one is refused, so a sender once set is never replaced. The
+    roll-ups move as if the message had been appended with that sender: the
+    agent's message count, usage and latency, and its participation in the
+    conversation with its message count. One `message.updated` event and
+    audit record per message filled. Raises on the first bad item, having
+    written nothing.
+    """
+    fills = _sender_fills(project, senders)
+    ids = {pk for pk, _ in fills}
+    # The conversations' locks, in key order as appenders take them: their
+    # participants' counts are written under them.
+    locked = {
+        c.pk: c
+        for c in Conversation.objects.select_for_update(of=("self",))
+        .filter(
+            pk__in=Message.objects.filter(pk__in=ids)
+            .order_by()
+            .values("conversation_id")
+        )
+        .order_by("pk")
+    }
+    stored = {m.pk: m for m in Message.objects.filter(pk__in=ids).order_by()}
+    many = len(fills) > 1
+    results: list[tuple[Message, bool]] = []
+    filled: list[Message] = []
+    for index, (message_id, agent) in enumerate(fills):
+        message = stored[message_id]
+        if message.sender_id is None:
+            message.sender_id = agent.pk
+            message.recipient_ids = []
+            filled.append(message)
+            results.append((message, True))
+        elif message.sender_id == agent.pk:
+            results.append((message, False))
+        else:
+            field = f"senders[{index}].sender" if many else "sender"
+            raise Conflict(
+                f"{field}: message {message_id} was sent by agent "
+                f"{message.sender_id}; a sender once set is not replaced."
+            )
+    if not filled:
+        return results
+    by_sender: dict[Any, list[Any]] = {}
+    for message in filled:
+        by_sender.setdefault(message.sender_id, []).append(message.pk)
+    for sender_id, pks in sorted(by_sender.items(), key=lambda kv: str(kv[0])):
+        Message.objects.filter(pk__in=pks, sender__isnull=True).update(
+            sender_id=sender_id
+        )
+    # The sender's roll-ups only: the conversation, its task and workflow
+    # counted the message when it was appended.
+    messages_rollup(messages=filled)
+    _participants_count(filled)
+    audit_events_record(
+        project_id=project.pk,
+        actor=actor,
+        events=[
+            {
+                "kind": EventKind.MESSAGE_UPDATED,
+                "conversation_id": m.conversation_id,
+                "task_id": locked[m.conversation_id].task_id,
+                "payload": {
+                    "message": str(m.pk),
+                    "conversation": str(m.conversation_id),
+                    "seq": m.seq,
+                    "sender": str(m.sender_id),
+                    "changes": {"sender": [None, str(m.sender_id)]},
+                },
+            }
+            for m in filled
+        ],
+    )
+    audit_logs_record(
+        project_id=project.pk,
+        actor=actor,
+        entries=[
+            {
+                "action": AuditAction.MESSAGE_UPDATED,
+                "obj": m,
+                "changes": {"sender": [None, str(m.sender_id)]},
+            }
+            for m in filled
+        ],
+    )
+    return results
+
+
+def message_sender_set(
+    *,
+    message: Message,
+    sender: Agent | uuid.UUID | str,
+    actor: Actor = SYSTEM,
+) -> tuple[Message, bool]:
+    """Fill one message's empty sender; see message_sender_set_many."""
+    with transaction.atomic():
+        return message_sender_set_many(
+            project=message.project,
+            senders=[{"message": message.pk, "sender": getattr(sender, "pk", sender)}],
+            actor=actor,
+        )[0]

@@ -44,6 +44,7 @@ from tasks.services.runs import (
     RUN_UPDATABLE_FIELDS,
     run_create,
     run_create_many,
+    run_metadata_fill,
     run_update,
 )
 from tasks.services.tasks import (
@@ -88,6 +89,7 @@ __all__ = [
     "agent_update",
     "run_create",
     "run_create_many",
+    "run_metadata_fill",
     "run_update",
     "task_create",
     "task_create_many",

@@ -18,7 +18,12 @@ from audit.services import (
     audit_operation_applied,
 )
 from swarmsite.bulk import bulk_insert
-from swarmsite.errors import IdempotencyConflict, IllegalTransition, ValidationError
+from swarmsite.errors import (
+    Conflict,
+    IdempotencyConflict,
+    IllegalTransition,
+    ValidationError,
+)
 from swarmsite.models import Project
 from swarmsite.validation import (
     Resolver,
@@ -332,5 +337,56 @@ def run_update(
         task_id=run.task_id,
         payload=_run_payload(run) | {"changes": sorted(changes)},
         event_id=operation_id,
+    )
+    return run
+
+
+def _filled(
+    stored: dict[str, Any], given: dict[str, Any], path: str
+) -> tuple[dict[str, Any], list[str]]:
+    """`stored` with the keys of `given` it lacks, and the paths added."""
+    merged, added = dict(stored), []
+    for key, value in given.items():
+        where = f"{path}.{key}"
+        if key not in stored:
+            merged[key] = value
+            added.append(where)
+        elif isinstance(stored[key], dict) and isinstance(value, dict):
+            merged[key], deeper = _filled(stored[key], value, where)
+            added += deeper
+        elif stored[key] != value:
+            raise Conflict(
+                f"{where}: the run has {stored[key]!r}; a value once set is "
+                "not replaced."
+            )
+    return merged, added
+
+
+@journaled()
+def run_metadata_fill(
+    *, run: AgentRun, metadata: dict[str, Any], actor: Actor = SYSTEM
+) -> AgentRun:
+    """Add to a run's metadata the keys it lacks; a stored value stays.
+
+    Objects merge key by key, at any depth (`{"otel": {"delegated_by": ...}}`
+    adds one key under `otel`). A key stored with the same value changes
+    nothing; with another value the fill is refused, naming the key. When
+    nothing is added, `run.replayed` is set. A `run.updated` event names the
+    keys added; no roll-up depends on metadata.
+    """
+    metadata = json_object(metadata, field="metadata")
+    run = AgentRun.objects.select_for_update().get(pk=run.pk)
+    merged, added = _filled(run.metadata or {}, metadata, "metadata")
+    run.replayed = not added
+    if run.replayed:
+        return run
+    run.metadata = merged
+    run.save(update_fields=["metadata", "updated_at"])
+    audit_event_record(
+        project_id=run.project_id,
+        kind=EventKind.RUN_UPDATED,
+        actor=actor,
+        task_id=run.task_id,
+        payload=_run_payload(run) | {"changes": ["metadata"], "added": added},
     )
     return run

@@ -15,12 +15,15 @@ from conversations.services import (
     conversation_update,
     message_append,
     message_append_one,
+    message_sender_set,
+    message_sender_set_many,
     messages_append,
 )
-from swarmsite.errors import IdempotencyConflict, ValidationError
+from swarmsite.errors import Conflict, IdempotencyConflict, ValidationError
 from tasks.models import Task
 from tasks.services import agent_register, task_create
 from tests.audit.factories import (
+    audit_actions,
     doorbell,
     event_kinds,
     last_position,
@@ -961,3 +964,223 @@ def test_messages_built_without_clean_fields_match_the_cleaned(
     monkeypatch.setattr(messages, "_COUNT_MAX", -1)
 
     assert build() == plain
+
+
+# Filling a sender ---------------------------------------------------------------
+
+SENDER_ROLLUPS = (
+    "messages_count",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+    "latency_total_ms",
+    "latency_count",
+)
+
+
+def sender_rollups(agent) -> dict:
+    return type(agent).objects.filter(pk=agent.pk).values(*SENDER_ROLLUPS).get()
+
+
+def talk(conversation) -> dict:
+    """A conversation's totals and its participants' message counts."""
+    fields = ("message_count", "prompt_tokens", "completion_tokens", "cost")
+    row = Conversation.objects.filter(pk=conversation.pk).values(*fields).get()
+    links = Participant.objects.filter(conversation=conversation)
+    return row | {"links": sorted(links.values_list("message_count", flat=True))}
+
+
+CALLS = [
+    {"role": "assistant", "prompt_tokens": 120, "completion_tokens": 8,
+     "cached_tokens": 100, "cost": "0.25", "latency_ms": 40.5},
+    {"role": "assistant", "prompt_tokens": 9, "latency_ms": 3.0,
+     "metadata": {"run": "its run reports the usage"}},
+]  # fmt: skip
+
+
+def test_message_sender_set_moves_the_rollups_as_if_written_with_the_sender(
+    project, task
+):
+    late, early = (
+        agent_register(project=project, name=name)[0] for name in ("late", "early")
+    )
+    filled, _ = conversation_create(project=project, task=task)
+    direct, _ = conversation_create(project=project)
+    stored = message_append(conversation=filled, messages=CALLS)
+    message_append(
+        conversation=direct, messages=[c | {"sender": early.pk} for c in CALLS]
+    )
+    totals = talk(filled), rollups(task)
+
+    results = message_sender_set_many(
+        project=project,
+        senders=[{"message": m.pk, "sender": late.pk} for m, _ in stored],
+    )
+
+    assert [created for _, created in results] == [True, True]
+    assert list(
+        Message.objects.filter(conversation=filled).values_list("sender", flat=True)
+    ) == [late.pk, late.pk]
+    assert sender_rollups(late) == sender_rollups(early)
+    assert sender_rollups(late)["prompt_tokens"] == 120  # the run's call not
+    assert Participant.objects.get(conversation=filled, agent=late).message_count == 2
+    # The conversation and its task counted the messages when appended.
+    assert talk(filled)["message_count"] == totals[0]["message_count"]
+    assert rollups(task) == totals[1]
+    assert (
+        event_kinds(project, kind__startswith="message.updated")
+        == ["message.updated"] * 2
+    )
+    event = Event.objects.filter(kind="message.updated").first()
+    assert event.payload["changes"] == {"sender": [None, str(late.pk)]}
+    assert event.conversation_id == filled.pk and event.task_id == task.pk
+    assert audit_actions(project, action="message.updated") == ["message.updated"] * 2
+
+
+def test_message_sender_set_again_is_a_no_op_and_moves_nothing_twice(
+    project, conversation, agent
+):
+    (message, _), (other, _) = message_append(conversation=conversation, messages=CALLS)
+    assert message_sender_set(message=message, sender=agent) == (message, True)
+    once = sender_rollups(agent), talk(conversation), table_counts()
+
+    again = message_sender_set_many(
+        project=project,
+        senders=[
+            {"message": message.pk, "sender": str(agent.pk)},
+            {"message": other.pk, "sender": agent.pk},
+            {"message": other.pk, "sender": agent.pk},
+        ],
+    )
+
+    assert [created for _, created in again] == [False, True, False]
+    other.refresh_from_db()
+    assert other.sender == agent
+    twice = sender_rollups(agent)
+    assert twice["messages_count"] == once[0]["messages_count"] + 1
+    assert twice["latency_count"] == once[0]["latency_count"] + 1
+    assert message_sender_set(message=message, sender=agent)[1] is False
+    assert sender_rollups(agent) == twice
+    assert event_kinds(project, kind="message.updated") == ["message.updated"] * 2
+
+
+def test_message_sender_set_never_replaces_a_sender(project, conversation, agent):
+    rival, _ = agent_register(project=project, name="rival")
+    message, _ = message_append_one(
+        conversation=conversation, role="assistant", sender=agent.pk
+    )
+    before = table_counts(), sender_rollups(agent), sender_rollups(rival)
+
+    with pytest.raises(Conflict) as exc:
+        message_sender_set(message=message, sender=rival)
+
+    assert "sender" in exc.value.message
+    message.refresh_from_db()
+    assert message.sender == agent
+    assert (table_counts(), sender_rollups(agent), sender_rollups(rival)) == before
+
+
+def test_message_sender_set_many_refusing_one_item_writes_nothing(
+    project, conversation, agent
+):
+    rival, _ = agent_register(project=project, name="rival")
+    (free, _), (taken, _) = message_append(
+        conversation=conversation,
+        messages=[{"role": "assistant"}, {"role": "assistant", "sender": agent.pk}],
+    )
+    before = table_counts(), sender_rollups(rival)
+
+    with pytest.raises(Conflict) as exc:
+        message_sender_set_many(
+            project=project,
+            senders=[
+                {"message": free.pk, "sender": rival.pk},
+                {"message": taken.pk, "sender": rival.pk},
+            ],
+        )
+
+    assert exc.value.message.startswith("senders[1].sender")
+    assert (table_counts(), sender_rollups(rival)) == before
+    assert Message.objects.get(pk=free.pk).sender is None
+
+
+@pytest.mark.parametrize(
+    "fill, field",
+    [
+        (lambda m, a, f: {"message": uuid.uuid4(), "sender": a.pk}, "message"),
+        (lambda m, a, f: {"message": m.pk, "sender": uuid.uuid4()}, "sender"),
+        (lambda m, a, f: {"message": m.pk, "sender": f.pk}, "sender"),
+        (lambda m, a, f: {"message": "nope", "sender": a.pk}, "message"),
+        (lambda m, a, f: {"message": m.pk, "sender": "nope"}, "sender"),
+        (lambda m, a, f: {"message": m.pk}, "sender"),
+        (lambda m, a, f: {"sender": a.pk}, "message"),
+        (lambda m, a, f: {"message": m.pk, "sender": a.pk, "role": "user"}, "role"),
+    ],
+    ids=[
+        "unknown message",
+        "unknown agent",
+        "agent of another project",
+        "bad message id",
+        "bad agent id",
+        "no sender",
+        "no message",
+        "another field",
+    ],
+)
+def test_message_sender_set_refuses_bad_items_by_field(
+    project, other_project, conversation, agent, fill, field
+):
+    message, _ = message_append_one(conversation=conversation, role="assistant")
+    foreign, _ = agent_register(project=other_project, name="stranger")
+    before = table_counts()
+
+    with pytest.raises(ValidationError) as exc:
+        message_sender_set_many(
+            project=project, senders=[fill(message, agent, foreign)]
+        )
+    assert list(exc.value.fields) == [field]
+
+    with pytest.raises(ValidationError) as exc:
+        message_sender_set_many(
+            project=project,
+            senders=[
+                {"message": message.pk, "sender": agent.pk},
+                fill(message, agent, foreign),
+            ],
+        )
+    assert list(exc.value.fields) == [f"senders[1].{field}"]
+    assert table_counts() == before
+
+
+def test_message_sender_set_refuses_a_message_of_another_project(
+    project, other_project, agent
+):
+    theirs, _ = conversation_create(project=other_project)
+    message, _ = message_append_one(conversation=theirs, role="assistant")
+
+    with pytest.raises(ValidationError) as exc:
+        message_sender_set_many(
+            project=project, senders=[{"message": message.pk, "sender": agent.pk}]
+        )
+
+    assert list(exc.value.fields) == ["message"]
+    assert Message.objects.get(pk=message.pk).sender is None
+
+
+def test_message_sender_set_rolled_back_leaves_nothing(
+    project, conversation, agent, django_capture_on_commit_callbacks
+):
+    message, _ = message_append_one(conversation=conversation, role="assistant")
+    before = table_counts(), sender_rollups(agent), talk(conversation)
+
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(Boom),
+        journaled(),
+    ):
+        message_sender_set(message=message, sender=agent)
+        raise Boom
+
+    assert callbacks == []
+    assert (table_counts(), sender_rollups(agent), talk(conversation)) == before

@@ -16,7 +16,11 @@ import pytest
 from django.utils import timezone
 
 from conversations.models import Message
-from conversations.services import conversation_create, message_append
+from conversations.services import (
+    conversation_create,
+    message_append,
+    message_sender_set_many,
+)
 from ops.services.pruning import prune_run
 from swarmsite.errors import ServiceError
 from tasks.models import (
@@ -261,7 +265,7 @@ def _random_writes(project, rng: random.Random, make_api_client):
                     conversations[task.pk] = conversation_create(
                         project=project, task=task
                     )[0]
-                message_append(
+                appended = message_append(
                     conversation=conversations[task.pk],
                     messages=[
                         {
@@ -276,6 +280,16 @@ def _random_writes(project, rng: random.Random, make_api_client):
                         for _ in range(rng.randint(1, 3))
                     ],
                 )
+                # A sender learnt later (OTLP children first).
+                unsent = [m for m, _ in appended if m.sender_id is None]
+                if unsent and rng.random() < 0.5:
+                    message_sender_set_many(
+                        project=project,
+                        senders=[
+                            {"message": m.pk, "sender": rng.choice(agents).pk}
+                            for m in unsent
+                        ],
+                    )
             else:
                 workflow_cancel(workflow=rng.choice(flows))
         except ServiceError:

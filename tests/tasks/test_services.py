@@ -31,6 +31,7 @@ from tasks.services import (
     agent_register,
     agent_update,
     run_create,
+    run_metadata_fill,
     run_update,
     task_create,
     task_dependency_add,
@@ -191,6 +192,12 @@ SERVICES = {
         [],
         True,
     ),
+    "run_metadata_fill": (
+        lambda w: run_metadata_fill(run=w.run, metadata={"by": "planner"}),
+        ["run.updated"],
+        [],
+        True,
+    ),
 }
 
 
@@ -267,6 +274,7 @@ FAILING = {
         project=w.project, task=w.task, prompt_tokens=-1
     ),
     "run_update": lambda w: run_update(run=w.run, cost="lots"),
+    "run_metadata_fill": lambda w: run_metadata_fill(run=w.run, metadata=["x"]),
 }
 
 
@@ -1441,3 +1449,82 @@ def test_run_update_refuses_bad_input_and_changes_nothing(project, task, kwargs,
     assert field in exc.value.fields
     assert usage(task) == totals
     assert table_counts() == before
+
+
+def test_run_metadata_fill_adds_only_the_keys_the_run_lacks(project, task, agent):
+    otel = {"span_id": "ab", "usage": {"prompt_tokens": 5}}
+    run, _ = run_create(
+        project=project,
+        task=task,
+        agent=agent,
+        status="completed",
+        prompt_tokens=7,
+        metadata={"otel": otel, "note": "kept"},
+    )
+    before = (
+        Task.objects.values("prompt_tokens").get(pk=task.pk),
+        type(agent).objects.values("runs_count", "prompt_tokens").get(pk=agent.pk),
+    )
+
+    run = run_metadata_fill(
+        run=run,
+        metadata={"otel": {"delegated_by": "planner", "span_id": "ab"}, "note": "kept"},
+    )
+
+    assert run.replayed is False
+    stored = AgentRun.objects.get(pk=run.pk)
+    assert stored.metadata == {
+        "otel": otel | {"delegated_by": "planner"},
+        "note": "kept",
+    }
+    assert (stored.status, stored.prompt_tokens) == ("completed", 7)
+    (event,) = Event.objects.filter(kind="run.updated")
+    assert event.payload["added"] == ["metadata.otel.delegated_by"]
+    assert event.task_id == task.pk
+    assert before == (
+        Task.objects.values("prompt_tokens").get(pk=task.pk),
+        type(agent).objects.values("runs_count", "prompt_tokens").get(pk=agent.pk),
+    )
+
+
+def test_run_metadata_fill_again_changes_nothing(project, task):
+    run, _ = run_create(project=project, task=task)
+    fill = {"otel": {"delegated_by": "planner"}}
+    run_metadata_fill(run=run, metadata=fill)
+    before = table_counts()
+
+    again = run_metadata_fill(run=run, metadata=fill)
+
+    assert again.replayed is True
+    assert run_metadata_fill(run=run, metadata={}).replayed is True
+    assert table_counts() == before
+
+
+def test_run_metadata_fill_never_replaces_a_value(project, task):
+    run, _ = run_create(
+        project=project, task=task, metadata={"otel": {"delegated_by": "planner"}}
+    )
+    before = table_counts()
+
+    with pytest.raises(Conflict) as exc:
+        run_metadata_fill(
+            run=run, metadata={"otel": {"delegated_by": "critic", "extra": 1}}
+        )
+
+    assert exc.value.message.startswith("metadata.otel.delegated_by:")
+    assert AgentRun.objects.get(pk=run.pk).metadata == {
+        "otel": {"delegated_by": "planner"}
+    }
+    assert table_counts() == before
+    # A key whose stored value is not an object is not merged into either.
+    with pytest.raises(Conflict):
+        run_metadata_fill(run=run, metadata={"otel": "flat"})
+
+
+def test_run_metadata_fill_refuses_metadata_that_is_not_an_object(project, task):
+    run, _ = run_create(project=project, task=task)
+
+    with pytest.raises(ValidationError) as exc:
+        run_metadata_fill(run=run, metadata="delegated")
+
+    assert list(exc.value.fields) == ["metadata"]
