@@ -65,8 +65,10 @@ ITEM_TYPES = (
     "conversation",
     "participant",
     "message",
+    "message_sender_fill",
     "run",
     "run_update",
+    "run_metadata_fill",
     "event",
     "audit",
     "memory",
@@ -136,6 +138,20 @@ class MessageItemSerializer(StrictInputSerializer):
     metadata = JSONValueField(kind=dict, required=False)
 
 
+class MessageSenderFillItemSerializer(StrictInputSerializer):
+    """The sender of a message stored without one (never replaced)."""
+
+    message = StrictUUIDField()
+    sender = StrictUUIDField()
+
+
+class RunMetadataFillItemSerializer(StrictInputSerializer):
+    """Keys a run's metadata lacks (a stored value is never replaced)."""
+
+    run = StrictUUIDField()
+    metadata = JSONValueField(kind=dict)
+
+
 class ParticipantItemSerializer(ParticipantJoinInputSerializer):
     conversation = StrictUUIDField()
 
@@ -167,8 +183,10 @@ ITEM_SERIALIZERS: dict[str, tuple[type[serializers.Serializer], dict[str, str]]]
     "conversation": (ConversationItemSerializer, {"id": "conversation_id"}),
     "participant": (ParticipantItemSerializer, {}),
     "message": (MessageItemSerializer, {}),
+    "message_sender_fill": (MessageSenderFillItemSerializer, {}),
     "run": (RunCreateInputSerializer, {"id": "run_id"}),
     "run_update": (RunUpdateItemSerializer, {"id": "operation_id"}),
+    "run_metadata_fill": (RunMetadataFillItemSerializer, {}),
     "event": (
         EventCreateInputSerializer,
         {"id": "event_id", "task": "task_id", "conversation": "conversation_id"},
@@ -297,8 +315,10 @@ class IngestItemSerializer(serializers.Serializer):
     data = serializers.DictField(
         help_text="The fields of the single endpoint of this type, with the "
         "parent id inside (`conversation` for a message; `task` for a "
-        "transition, progress or task_update; `run` for a run_update; `agent` "
-        "for a heartbeat). Updates take `id` as their operation id."
+        "transition, progress or task_update; `run` for a run_update or "
+        "run_metadata_fill; `agent` for a heartbeat or agent_update; "
+        "`message` and `sender` for a message_sender_fill). Updates take `id` "
+        "as their operation id."
     )
 
 

@@ -40,6 +40,7 @@ from conversations.models import Conversation
 from conversations.services import (
     conversation_create_many,
     memory_put_many,
+    message_sender_set_many,
     messages_append,
     participant_join,
 )
@@ -52,6 +53,7 @@ from tasks.services import (
     agent_register,
     agent_update,
     run_create_many,
+    run_metadata_fill,
     run_update,
     task_create_many,
     task_dependencies_add,
@@ -125,6 +127,13 @@ def _messages(project: Project, items: list[Item], actor: Actor) -> list[Outcome
         project=project, messages=[item.data for item in items], actor=actor
     )
     return [(message.pk, new) for message, new in appended]
+
+
+def _senders(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    filled = message_sender_set_many(
+        project=project, senders=[item.data for item in items], actor=actor
+    )
+    return [(message.pk, new) for message, new in filled]
 
 
 def _memories(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
@@ -231,6 +240,13 @@ def _run_update(project: Project, items: list[Item], actor: Actor) -> list[Outco
     return [(run.pk, not run.replayed)]
 
 
+def _run_metadata(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
+    data = dict(items[0].data)
+    run = _target(project, AgentRun, data, "run")
+    run = run_metadata_fill(run=run, actor=actor, **data)
+    return [(run.pk, not run.replayed)]
+
+
 def _workflow(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
     workflow, created = workflow_create(project=project, actor=actor, **items[0].data)
     return [(workflow.pk, created)]
@@ -255,6 +271,7 @@ BULK_HANDLERS: dict[str, Handler] = {
     "event": _events,
     "audit": _audits,
     "message": _messages,
+    "message_sender_fill": _senders,
     "conversation": _conversations,
     "transition": _transitions,
     "run": _runs,
@@ -270,6 +287,7 @@ SINGLE_HANDLERS: dict[str, Handler] = {
     "task_update": _task_update,
     "progress": _progress,
     "run_update": _run_update,
+    "run_metadata_fill": _run_metadata,
 }
 
 

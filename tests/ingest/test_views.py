@@ -608,3 +608,135 @@ def test_agent_update_items_change_an_agent_as_its_patch_does(api, project):
         ["data.id"],
     ]
     assert Agent.objects.get(pk=boss).parent_id is None
+
+
+def test_message_sender_fill_items_give_stored_messages_their_sender_once(api, project):
+    boss, worker, conv, m1, m2, m3 = _ids(6)
+    _post(
+        api,
+        [
+            {"type": "agent", "data": {"id": boss, "name": "boss"}},
+            {"type": "agent", "data": {"id": worker, "name": "worker"}},
+            {"type": "conversation", "data": {"id": conv}},
+            *(
+                {
+                    "type": "message",
+                    "data": {
+                        "conversation": conv,
+                        "id": m,
+                        "role": "assistant",
+                        "prompt_tokens": 10,
+                        "latency_ms": 5,
+                    },
+                }
+                for m in (m1, m2)
+            ),
+            {
+                "type": "message",
+                "data": {
+                    "conversation": conv,
+                    "id": m3,
+                    "role": "user",
+                    "sender": boss,
+                },
+            },
+        ],
+    )
+    fills = [
+        {"type": "message_sender_fill", "data": {"message": m1, "sender": worker}},
+        {"type": "message_sender_fill", "data": {"message": m2, "sender": worker}},
+    ]
+
+    first = _post(api, fills)
+    again = _post(api, fills)
+
+    assert [(r["id"], r["status"]) for r in first] == [
+        (m1, "created"),
+        (m2, "created"),
+    ]
+    assert [r["status"] for r in again] == ["duplicate", "duplicate"]
+    agent = Agent.objects.get(pk=worker)
+    assert (agent.messages_count, agent.prompt_tokens, agent.latency_count) == (
+        2,
+        20,
+        2,
+    )
+    assert Participant.objects.get(conversation_id=conv, agent=agent).message_count == 2
+    assert Event.objects.filter(project=project, kind="message.updated").count() == 2
+
+    # A bad item is refused on its own; the good one next to it is written.
+    results = _post(
+        api,
+        [
+            {"type": "message_sender_fill", "data": {"message": m3, "sender": worker}},
+            {
+                "type": "message_sender_fill",
+                "data": {"message": m1, "sender": _ids(1)[0]},
+            },
+            {
+                "type": "message_sender_fill",
+                "data": {"message": _ids(1)[0], "sender": boss},
+            },
+            {"type": "message_sender_fill", "data": {"message": m1}},
+            {"type": "message_sender_fill", "data": {"message": m1, "sender": worker}},
+        ],
+        status=207,
+    )
+    assert [r["status"] for r in results] == ["error"] * 4 + ["duplicate"]
+    assert results[0]["error"]["code"] == "conflict"
+    assert [sorted(r["error"].get("fields", [])) for r in results[1:4]] == [
+        ["sender"],
+        ["message"],
+        ["data.sender"],
+    ]
+    assert str(Message.objects.get(pk=m3).sender_id) == boss
+
+
+def test_run_metadata_fill_items_add_what_a_run_lacks(api, project):
+    agent, task, run = _ids(3)
+    _post(
+        api,
+        [
+            {"type": "agent", "data": {"id": agent, "name": "worker"}},
+            {"type": "task", "data": {"id": task, "title": "T"}},
+            {
+                "type": "run",
+                "data": {
+                    "id": run,
+                    "task": task,
+                    "agent": agent,
+                    "status": "completed",
+                    "metadata": {"otel": {"span_id": "ab"}},
+                },
+            },
+        ],
+    )
+    fill = {
+        "type": "run_metadata_fill",
+        "data": {"run": run, "metadata": {"otel": {"delegated_by": "boss"}}},
+    }
+
+    assert [r["status"] for r in _post(api, [fill])] == ["created"]
+    assert [r["status"] for r in _post(api, [fill])] == ["duplicate"]
+    assert AgentRun.objects.get(pk=run).metadata == {
+        "otel": {"span_id": "ab", "delegated_by": "boss"}
+    }
+    results = _post(
+        api,
+        [
+            {
+                "type": "run_metadata_fill",
+                "data": {"run": run, "metadata": {"otel": {"delegated_by": "x"}}},
+            },
+            {"type": "run_metadata_fill", "data": {"run": _ids(1)[0], "metadata": {}}},
+            {"type": "run_metadata_fill", "data": {"run": run, "metadata": []}},
+        ],
+        status=207,
+    )
+    assert [r["status"] for r in results] == ["error"] * 3
+    assert results[0]["error"]["code"] == "conflict"
+    assert [sorted(r["error"].get("fields", [])) for r in results[1:]] == [
+        ["run"],
+        ["data.metadata"],
+    ]
+    assert Event.objects.filter(project=project, kind="run.updated").count() == 1
