@@ -67,22 +67,17 @@ def _stored_spans(
     """The spans earlier exports wrote in these traces, from their events."""
     # Whole payloads: SQLite's key lookups would read an id such as
     # "0e12345678901234" as a number.
-    payloads = Event.objects.filter(
-        project=project,
-        task_id__in={ids.task(s.trace_id) for s in spans},
-        kind=mapping.EVENT_KIND,
-    ).order_by().values_list("payload", flat=True)
-    return [
-        mapping.Stored(
-            p["trace_id"],
-            p["span_id"],
-            p.get("parent_span_id") or "",
-            p.get("type") or "",
-            p.get("agent") or "",
+    payloads = (
+        Event.objects.filter(
+            project=project,
+            task_id__in={ids.task(s.trace_id) for s in spans},
+            kind=mapping.EVENT_KIND,
         )
-        for p in payloads
-        if isinstance(p.get("trace_id"), str) and isinstance(p.get("span_id"), str)
-    ]
+        .order_by()
+        .values_list("payload", flat=True)
+    )
+    found = (mapping.Stored.from_payload(p) for p in payloads)
+    return [s for s in found if s is not None]
 
 
 def otlp_spans_write(

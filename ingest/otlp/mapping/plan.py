@@ -59,13 +59,47 @@ class Plan:
 @dataclass(frozen=True)
 class Stored:
     """A span an earlier export wrote, as its `otel.span` event keeps it:
-    enough to find the agents above the spans of a later export."""
+    enough to find the agents above the spans of a later export, and what
+    its rows lacked when written.
+
+    `agent`: an agent span's agent, or the sender a model call's messages
+    were written with. `delegated_by`: the delegating agent its run was
+    written with. `outputs`: how many assistant messages a model call wrote.
+    """
 
     trace_id: str
     span_id: str
     parent_span_id: str
     kind: str
     agent: str = ""
+    delegated_by: str = ""
+    outputs: int = 0
+    operation: str = ""
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> Stored | None:
+        """The span an `otel.span` event's payload describes, if it names one."""
+        if not isinstance(payload, dict):
+            return None
+        trace_id, span_id = payload.get("trace_id"), payload.get("span_id")
+        if not isinstance(trace_id, str) or not isinstance(span_id, str):
+            return None
+
+        def text(key: str) -> str:
+            value = payload.get(key)
+            return value if isinstance(value, str) else ""
+
+        outputs = payload.get("outputs")
+        return cls(
+            trace_id,
+            span_id,
+            text("parent_span_id"),
+            text("type"),
+            text("agent"),
+            text("delegated_by"),
+            outputs if type(outputs) is int and outputs > 0 else 0,
+            text("operation"),
+        )
 
 
 def agent_names(spans: Iterable[Span]) -> set[str]:
@@ -82,14 +116,19 @@ def agent_names(spans: Iterable[Span]) -> set[str]:
     return names
 
 
+def _parents(spans: list[Span | Stored]) -> list[int | None]:
+    """For each span, the index of its parent span in `spans`."""
+    by_id = {(s.trace_id, s.span_id): i for i, s in enumerate(spans)}
+    return [by_id.get((s.trace_id, s.parent_span_id)) for s in spans]
+
+
 def _nearest_agents(spans: list[Span | Stored], kinds: list[str]) -> list[int | None]:
     """For each span, the index of its nearest ancestor agent span in `spans`.
 
     Linear in the number of spans, however deep the tree; a parent cycle
     (a malformed export) ends the walk.
     """
-    by_id = {(s.trace_id, s.span_id): i for i, s in enumerate(spans)}
-    parent_of = [by_id.get((s.trace_id, s.parent_span_id)) for s in spans]
+    parent_of = _parents(spans)
     out: list[int | None] = [None] * len(spans)
     done = [False] * len(spans)
     for start in range(len(spans)):
@@ -149,8 +188,26 @@ def map_spans(
     kinds = [classify(s) for s in spans]
     n = len(spans)
     fresh = {(s.trace_id, s.span_id) for s in spans}
+    stored = list(stored)
     known = [s for s in stored if (s.trace_id, s.span_id) not in fresh]
+    # This export's spans that an earlier export wrote too (a re-grouping).
+    again = {
+        (s.trace_id, s.span_id): s for s in stored if (s.trace_id, s.span_id) in fresh
+    }
     nearest = _nearest_agents([*spans, *known], [*kinds, *(s.kind for s in known)])
+    parent_of = _parents([*spans, *known])
+
+    def linked_now(k: int) -> bool:
+        """Whether stored span `k` reaches its nearest agent span through a
+        span of this export: a link no earlier export could see."""
+        at = parent_of[k]
+        while at is not None:
+            if at < n:
+                return True
+            if at == nearest[k]:
+                return False
+            at = parent_of[at]
+        return False
 
     def name_of(k: int) -> str:
         """The agent of agent span `k`, of this export or stored."""
@@ -287,6 +344,7 @@ def map_spans(
         plan.add("conversation", data, members)
 
     # Agent spans: a run of the trace's task, in its final state.
+    delegations: dict[int, str] = {}
     for i in order:
         if kinds[i] != AGENT or spans[i].attributes.get("gen_ai.operation.name") == (
             "create_agent"
@@ -325,13 +383,55 @@ def map_spans(
         if summary:
             data["output_summary"] = short(summary, SUMMARY_CHARS)
         plan.add("run", data, [i])
+        delegations[i] = otel.get("delegated_by", "")
+
+    # Runs stored without `delegated_by` (written before their delegating
+    # span) get it; no span owns such a fill (docs/otlp.md, order).
+    for i in order:
+        before = again.get((spans[i].trace_id, spans[i].span_id))
+        if (
+            delegations.get(i)
+            and before is not None
+            and before.kind == AGENT
+            and not before.delegated_by
+        ):
+            _fill_delegation(plan, ids, spans[i], delegations[i])
+    for k, span in enumerate(known, start=n):
+        if (
+            span.kind == AGENT
+            and span.operation != "create_agent"
+            and not span.delegated_by
+            and nearest[k] is not None
+            and linked_now(k)
+        ):
+            _fill_delegation(plan, ids, span, name_of(nearest[k]))
 
     # Model calls: messages, one conversation after the other so that each
     # conversation's messages are appended with one statement.
+    senders: dict[int, tuple[str, int]] = {}
     for members in talks.values():
         for i in members:
             above = None if nearest[i] is None else name_of(nearest[i])
-            _map_llm(plan, spans[i], i, ids, agent_ids, above)
+            senders[i] = _map_llm(plan, spans[i], i, ids, agent_ids, above)
+
+    # Messages stored without a sender (written before the span of their
+    # agent) get it; a sender once set stays (the service's rule).
+    for i in order:
+        before = again.get((spans[i].trace_id, spans[i].span_id))
+        name, count = senders.get(i, ("", 0))
+        if name and before is not None and before.kind == LLM and not before.agent:
+            _fill_senders(plan, ids, spans[i], count, agent_ids[name])
+    for k, span in enumerate(known, start=n):
+        if (
+            span.kind == LLM
+            and not span.agent
+            and span.outputs
+            and nearest[k] is not None
+            and linked_now(k)
+        ):
+            sender = agent_ids.get(name_of(nearest[k]))
+            if sender:
+                _fill_senders(plan, ids, span, span.outputs, sender)
 
     # Tool calls: tool.invoke audit records.
     for i in order:
@@ -345,7 +445,9 @@ def map_spans(
             "id": ids.event(span),
             "kind": EVENT_KIND,
             "task": tasks[span.trace_id],
-            "payload": _event_payload(span, kinds[i]),
+            "payload": _event_payload(
+                span, kinds[i], delegations.get(i, ""), *senders.get(i, ("", 0))
+            ),
         }
         if kinds[i] == LLM:
             data["conversation"] = ids.conversation(span)
@@ -381,8 +483,12 @@ def _map_llm(
     ids: Ids,
     agent_ids: dict[str, str],
     above: str | None,
-) -> None:
-    """`above`: the agent of the nearest ancestor agent span, if known."""
+) -> tuple[str, int]:
+    """`above`: the agent of the nearest ancestor agent span, if known.
+
+    Returns the name of the sender the call's messages got ("" for none)
+    and how many assistant messages it wrote.
+    """
     conversation = ids.conversation(span)
     inputs, outputs = messages(span)
     # Inputs are addressed by content and position in the conversation, so
@@ -405,12 +511,12 @@ def _map_llm(
     if not outputs:
         # The call still happened: one assistant message carries its usage.
         outputs = [Msg(role="assistant")]
-    sender = ""
+    sender, name = "", ""
     own = own_agent_name(span)
     if own:
-        sender = agent_ids[own]
-    elif above is not None:
-        sender = agent_ids.get(above, "")
+        sender, name = agent_ids[own], own
+    elif above is not None and agent_ids.get(above):
+        sender, name = agent_ids[above], above
     spent = usage(span)
     price = cost(span)
     for index, msg in enumerate(outputs):
@@ -441,6 +547,22 @@ def _map_llm(
             if span.duration_ms is not None:
                 data["latency_ms"] = span.duration_ms
         plan.add("message", data, [i])
+    return name, len(outputs)
+
+
+def _fill_delegation(plan: Plan, ids: Ids, span: Span | Stored, by: str) -> None:
+    """The delegating agent of a run stored without one (no span owns it)."""
+    fill = {"run": ids.run(span), "metadata": {"otel": {"delegated_by": by}}}
+    plan.add("run_metadata_fill", fill, [])
+
+
+def _fill_senders(
+    plan: Plan, ids: Ids, span: Span | Stored, count: int, sender: str
+) -> None:
+    """The sender of a model call's messages stored without one."""
+    for index in range(count):
+        fill = {"message": ids.output(span, index), "sender": sender}
+        plan.add("message_sender_fill", fill, [])
 
 
 def _map_tool(plan: Plan, span: Span, i: int, ids: Ids) -> None:
@@ -476,7 +598,12 @@ def _map_tool(plan: Plan, span: Span, i: int, ids: Ids) -> None:
     plan.add("audit", data, [i])
 
 
-def _event_payload(span: Span, kind: str) -> dict[str, Any]:
+def _event_payload(
+    span: Span, kind: str, delegated_by: str = "", sender: str = "", outputs: int = 0
+) -> dict[str, Any]:
+    """What an `otel.span` event keeps of a span, and what its rows got:
+    a run's `delegated_by`, a model call's sender (`agent`) and number of
+    assistant messages (`outputs`), so a later export knows what they lack."""
     payload: dict[str, Any] = {
         "trace_id": span.trace_id,
         "span_id": span.span_id,
@@ -502,7 +629,13 @@ def _event_payload(span: Span, kind: str) -> dict[str, Any]:
         payload["error"] = short(error_text(span), SUMMARY_CHARS)
     if kind == AGENT:
         payload["agent"] = agent_name(span)
+        if delegated_by:
+            payload["delegated_by"] = delegated_by
     elif kind == LLM:
+        if sender:
+            payload["agent"] = sender
+        if outputs:
+            payload["outputs"] = outputs
         if model(span):
             payload["model"] = model(span)
         spent = usage(span)

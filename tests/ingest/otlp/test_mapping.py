@@ -436,3 +436,126 @@ def test_ids_are_uuid5_of_the_project_namespace_and_the_joined_parts():
     expected = uuid.uuid5(IDS.namespace, ":".join(str(p) for p in parts))
     assert IDS.of(*parts) == str(expected)
     assert IDS.of(*parts) == str(expected)
+
+
+def _boss_and_below():
+    """A boss agent span, a step under it, a worker agent span and a call
+    under the step: parsed spans, and the trace's hex id."""
+    trace = builder.new_trace()
+    boss, step, worker, chat = (builder.new_span_id() for _ in range(4))
+    spans = flat(
+        builder.span(
+            trace,
+            "invoke_agent boss",
+            span_id=boss,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="boss",
+        ),
+        builder.span(trace, "step", span_id=step, parent=boss),
+        builder.span(
+            trace,
+            "invoke_agent worker",
+            span_id=worker,
+            parent=step,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="worker",
+        ),
+        builder.span(
+            trace,
+            "chat",
+            span_id=chat,
+            parent=step,
+            gen_ai__operation__name="chat",
+            gen_ai__output__messages=json.dumps(
+                [{"role": "assistant", "parts": [builder.text(t)]} for t in "ab"]
+            ),
+        ),
+    )
+    return spans, trace
+
+
+def _as_stored(spans, **kwargs):
+    """What the events of `spans`, mapped in one export, tell a later one."""
+    plan = mapping.map_spans(spans, ids=IDS, agents={}, **kwargs)
+    return [mapping.Stored.from_payload(e["payload"]) for e in of_type(plan, "event")]
+
+
+def test_event_payloads_keep_the_sender_outputs_and_delegation_rows_got():
+    spans, trace = _boss_and_below()
+    tid = builder.hexid(trace)
+    boss, step, worker, chat = _as_stored(spans)
+    assert (boss.agent, boss.delegated_by) == ("boss", "")
+    assert (worker.agent, worker.delegated_by) == ("worker", "boss")
+    assert (chat.kind, chat.agent, chat.outputs) == ("llm", "boss", 2)
+    assert step == mapping.Stored(tid, step.span_id, boss.span_id, "span")
+    # Written alone, the call and the worker knew no agent above them.
+    (alone,) = _as_stored([spans[3]])
+    assert (alone.agent, alone.outputs) == ("", 2)
+    (alone,) = _as_stored([spans[2]])
+    assert alone.delegated_by == ""
+    assert mapping.Stored.from_payload({"trace_id": 1, "span_id": "x"}) is None
+    assert mapping.Stored.from_payload(None) is None
+
+
+def test_rows_stored_without_their_agent_get_it_from_the_export_bringing_it():
+    spans, _ = _boss_and_below()
+    boss, step, worker, chat = spans
+    stored = _as_stored([worker]) + _as_stored([chat])
+    plan = mapping.map_spans(
+        [boss, step], ids=IDS, agents={"worker": "worker-id"}, stored=stored
+    )
+    boss_id = IDS.agent("boss")
+    assert of_type(plan, "message_sender_fill") == [
+        {"message": IDS.output(chat, 0), "sender": boss_id},
+        {"message": IDS.output(chat, 1), "sender": boss_id},
+    ]
+    assert of_type(plan, "run_metadata_fill") == [
+        {"run": IDS.run(worker), "metadata": {"otel": {"delegated_by": "boss"}}}
+    ]
+    fills = [i for i, item in enumerate(plan.items) if item["type"].endswith("_fill")]
+    assert [plan.owners[i] for i in fills] == [()] * 3
+    # After the agent they name (the service reports a missing one).
+    types = [item["type"] for item in plan.items]
+    assert types.index("agent") < min(fills)
+
+
+def test_a_link_found_through_a_span_of_this_export_fills_rows_once():
+    spans, trace = _boss_and_below()
+    boss, step, worker, chat = spans
+    # The agents came first, the step last: the step links them.
+    stored = _as_stored([boss]) + _as_stored([worker]) + _as_stored([chat])
+    agents = {"boss": "boss-id", "worker": "worker-id"}
+    plan = mapping.map_spans([step], ids=IDS, agents=agents, stored=stored)
+    assert len(of_type(plan, "message_sender_fill")) == 2
+    assert len(of_type(plan, "run_metadata_fill")) == 1
+    # A later export of another span of the trace finds that link known.
+    (later,) = flat(builder.span(trace, "later"))
+    stored += _as_stored([step], stored=stored)
+    plan = mapping.map_spans([later], ids=IDS, agents=agents, stored=stored)
+    assert of_type(plan, "message_sender_fill") == []
+    assert of_type(plan, "run_metadata_fill") == []
+
+
+def test_rows_written_with_their_agent_or_without_a_run_get_no_fill():
+    spans, _ = _boss_and_below()
+    boss, step, worker, chat = spans
+    agents = {"boss": "boss-id", "worker": "worker-id"}
+    # The whole trace in one export, the root re-sent: nothing was missing.
+    plan = mapping.map_spans([boss], ids=IDS, agents=agents, stored=_as_stored(spans))
+    assert of_type(plan, "message_sender_fill") == []
+    assert of_type(plan, "run_metadata_fill") == []
+    # A call naming its own agent was written with it.
+    (own,) = flat(
+        builder.span(
+            builder.new_trace(), "chat", gen_ai__operation__name="chat",
+            gen_ai__agent__name="solo",
+        )
+    )  # fmt: skip
+    assert _as_stored([own])[0].agent == "solo"
+    # create_agent registers without a run: nothing to fill.
+    maker = mapping.Stored(
+        boss.trace_id, "ff" * 8, step.span_id, "agent", "maker", "", 0,
+        "create_agent",
+    )  # fmt: skip
+    plan = mapping.map_spans([boss, step], ids=IDS, agents=agents, stored=[maker])
+    assert of_type(plan, "run_metadata_fill") == []

@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from audit.models import AuditLog, Event
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, Participant
 from tasks.models import Agent, AgentRun, Task
 from tests.ingest.otlp import builder
 
@@ -51,12 +51,44 @@ def state(project) -> dict:
             for t in Task.objects.filter(project=project)
         ),
         "agents": sorted(
-            (a.name, a.parent.name if a.parent else None)
+            (
+                a.name,
+                a.parent.name if a.parent else None,
+                a.runs_count,
+                a.messages_count,
+                a.prompt_tokens,
+                a.completion_tokens,
+                a.cached_tokens,
+                str(a.cost),
+                a.latency_total_ms,
+                a.latency_count,
+            )
             for a in Agent.objects.filter(project=project)
         ),
         "runs": sorted(
-            (r.agent.name, r.status, r.error, r.started_at.isoformat())
+            (
+                r.agent.name,
+                r.status,
+                r.error,
+                r.started_at.isoformat(),
+                r.metadata["otel"].get("delegated_by"),
+            )
             for r in AgentRun.objects.filter(project=project)
+        ),
+        "conversations": sorted(
+            (
+                c.title.startswith("Trace "),
+                c.message_count,
+                c.prompt_tokens,
+                c.completion_tokens,
+                c.cached_tokens,
+                str(c.cost),
+            )
+            for c in Conversation.objects.filter(project=project)
+        ),
+        "participants": sorted(
+            (p.agent.name, p.message_count)
+            for p in Participant.objects.filter(conversation__project=project)
         ),
         "messages": sorted(
             (
@@ -200,21 +232,126 @@ def test_children_first_in_separate_exports_give_the_same_rows(
     project, other_project, make_api_client
 ):
     """Each span in its own export, leaves first, as a batch processor may
-    send a long trace. An agent gets its parent when the delegating span
-    arrives; a message written before its agent's span keeps no sender
-    (docs/otlp.md), so senders are left out here."""
+    send a long trace. An agent gets its parent, a message its sender and a
+    run its delegation when the span above arrives: the rows, roll-ups and
+    participants end as when the trace came in one export."""
     _, spans = builder.three_agent_trace()
     post(make_api_client(project), builder.request(*spans))
     late = make_api_client(other_project)
     for span in reversed(spans):
         assert partial(post(late, builder.request(span))).ByteSize() == 0
     together, apart = state(project), state(other_project)
-    assert ("researcher", "planner") in apart["agents"]
-    strip = [m[:-1] for m in together.pop("messages")]
-    assert strip == [m[:-1] for m in apart.pop("messages")]
-    assert together == apart
+    assert apart["agents"][1][:2] == ("researcher", "planner")
+    assert ("researcher", 1) in apart["participants"]
+    assert apart == together
     task = Task.objects.get(project=other_project)
     assert task.status == "failed"
+    # Sent again, the exports write nothing: the fills are duplicates.
+    before = state(other_project), Event.objects.count(), AuditLog.objects.count()
+    for span in reversed(spans):
+        assert partial(post(late, builder.request(span))).ByteSize() == 0
+    assert (state(other_project), Event.objects.count(), AuditLog.objects.count()) == (
+        before
+    )
+
+
+def delegation_trace() -> list:
+    """lead -> step (not an agent) -> coder; coder's calls write two and one
+    assistant messages, lead's call (under the step) one, and a call naming
+    its own agent (reviewer) one."""
+    trace = builder.new_trace()
+    lead, step, coder = (builder.new_span_id() for _ in range(3))
+
+    def chat(name, parent, start, outputs, **extra):
+        return builder.span(
+            trace,
+            name,
+            parent=parent,
+            start_ms=start,
+            duration_ms=40 + start,
+            gen_ai__operation__name="chat",
+            gen_ai__request__model="m",
+            gen_ai__usage__input_tokens=100 + start,
+            gen_ai__usage__output_tokens=10,
+            gen_ai__usage__cache_read__input_tokens=start,
+            gen_ai__input__messages=json.dumps(
+                [{"role": "user", "parts": [builder.text(f"ask {name}")]}]
+            ),
+            gen_ai__output__messages=json.dumps(
+                [
+                    {"role": "assistant", "parts": [builder.text(f"{name} {i}")]}
+                    for i in range(outputs)
+                ]
+            ),
+            **extra,
+        )
+
+    return [
+        builder.span(
+            trace,
+            "invoke_agent lead",
+            span_id=lead,
+            duration_ms=1000,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="lead",
+        ),
+        builder.span(trace, "plan", span_id=step, parent=lead, start_ms=5),
+        builder.span(
+            trace,
+            "invoke_agent coder",
+            span_id=coder,
+            parent=step,
+            start_ms=10,
+            duration_ms=500,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="coder",
+        ),
+        chat("write", coder, 20, 2),
+        chat("fix", coder, 200, 1),
+        chat("sum up", step, 600, 1),
+        chat("review", step, 700, 1, gen_ai__agent__name="reviewer"),
+    ]
+
+
+# Exports of delegation_trace's spans, by index: 0 lead, 1 plan, 2 coder,
+# 3-6 the calls.
+ORDERS = {
+    "leaves first": [[6], [5], [4], [3], [2], [1], [0]],
+    "the step last": [[3], [4], [5], [6], [2], [0], [1]],
+    "agents last": [[3, 4, 5, 6], [1], [2], [0]],
+    "root first, then leaves": [[0], [3], [6], [5], [4], [1], [2]],
+    "calls again with their agent": [[3, 5], [4], [2, 3], [1, 5], [0, 6]],
+}
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_any_order_of_exports_gives_the_rows_of_one_export(
+    project, other_project, make_api_client, order
+):
+    spans = delegation_trace()
+    post(make_api_client(project), builder.request(*spans))
+    late = make_api_client(other_project)
+    for export in ORDERS[order]:
+        request = builder.request(*(spans[i] for i in export))
+        assert partial(post(late, request)).ByteSize() == 0
+
+    together = state(project)
+    assert together["runs"] == [
+        ("coder", "completed", "", "2026-01-01T00:00:00.010000+00:00", "lead"),
+        ("lead", "completed", "", "2026-01-01T00:00:00+00:00", None),
+    ]
+    senders = {m[1]: m[-1] for m in together["messages"] if m[0] == "assistant"}
+    assert senders == {
+        "write 0": "coder",
+        "write 1": "coder",
+        "fix 0": "coder",
+        "sum up 0": "lead",
+        "review 0": "reviewer",
+    }
+    assert state(other_project) == together
+    # Each message got its sender once.
+    filled = Event.objects.filter(project=other_project, kind="message.updated")
+    assert filled.count() == len({e.payload["message"] for e in filled})
 
 
 def test_parents_first_in_separate_exports_give_the_same_rows(
@@ -521,8 +658,9 @@ def test_a_span_repeated_or_regrouped_in_later_exports_is_not_refused(otlp, proj
     assert partial(post(otlp, builder.request(chat, chat))).ByteSize() == 0
     assert Message.objects.filter(project=project, role="assistant").count() == 1
     # Regrouped with its agent: the message first written without a sender
-    # keeps its first form, and nothing is reported refused.
+    # keeps its body and gets the sender; nothing is reported refused.
     assert partial(post(otlp, builder.request(*spans))).ByteSize() == 0
     reply = Message.objects.get(project=project, role="assistant")
-    assert reply.sender is None
+    assert reply.sender.name == "researcher"
+    assert Message.objects.filter(project=project, role="assistant").count() == 1
     assert AgentRun.objects.filter(project=project).count() == 3
