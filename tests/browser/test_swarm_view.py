@@ -263,6 +263,32 @@ def test_task_view_shows_a_transition_a_message_and_a_subtask_without_reload(
     timings["message"] = _wait_live(
         page, '#conversations .msg-body:has-text("Found 3 sources about the report.")'
     )
+    # A sender filled in later (OTLP, children first) shows without reload.
+    unsigned = _post(
+        api,
+        f"/api/v1/conversations/{conversation}/messages/",
+        {"role": "assistant", "content": "Unsigned draft of the summary."},
+    )
+    filled = _post(
+        api,
+        "/api/v1/ingest/",
+        {
+            "items": [
+                {
+                    "type": "message_sender_fill",
+                    "data": {
+                        "message": unsigned["id"],
+                        "sender": swarm["worker"]["id"],
+                    },
+                }
+            ]
+        },
+    )
+    assert filled["results"][0]["status"] == "created", filled
+    timings["sender"] = _wait_live(
+        page, '#conversations .msg:has-text("Unsigned draft") .who:text-is("worker-a")'
+    )
+    _wait_live(page, '#events td:has-text("was sent by worker-a")')
 
     subtask = _post(
         api,

@@ -160,6 +160,8 @@
         return agent(p.agent) + "’s run " + p.status + usage() + (p.error ? ": " + Swarm.clip(p.error, 50) : "");
       case "message.created":
         return "#" + p.seq + " " + p.role + (p.sender ? " from " + agent(p.sender) : "") + usage() + (p.model ? " (" + p.model + ")" : "");
+      case "message.updated":
+        return "#" + p.seq + (p.sender ? " was sent by " + agent(p.sender) : " changed " + Object.keys(p.changes || {}).join(", "));
       case "conversation.created":
         return "conversation opened" + (p.title ? ": “" + Swarm.clip(p.title, 60) + "”" : "");
       case "agent.heartbeat":
