@@ -95,6 +95,24 @@ def _owner_gone(owner: str) -> bool:
     return False
 
 
+def _use_wal(conn: sqlite3.Connection, *, timeout: float) -> None:
+    """Switch the file to WAL, waiting out other processes opening it.
+
+    While another process creates the file or changes its journal mode,
+    SQLite answers this pragma SQLITE_BUSY at once: its busy handler (the
+    connection's timeout) is not called here, to avoid deadlocks.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class Outbox:
     """Durable (or memory-only, `path=None`) queue of ingest items."""
 
@@ -118,7 +136,7 @@ class Outbox:
             target, timeout=30, isolation_level=None, check_same_thread=False
         )
         if target != ":memory:":
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn, timeout=30)
             # A committed item survives the process being killed; only a
             # power cut can lose the last ones (FULL would fsync per item).
             conn.execute("PRAGMA synchronous=NORMAL")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ import pytest
 
 from ingest import serializers as ingest_serializers
 from swarmsite_client import Client, OutboxFull, Recorder
+from swarmsite_client.outbox import Outbox
 from swarmsite_client.recorder import items as recorder_items
 from tests.client.recorder_child import item_id
 from tests.utils import sqlite_only
@@ -26,6 +28,30 @@ DEAD_URL = "http://127.0.0.1:9"  # nothing listens there
 
 def test_the_recorder_knows_the_item_types_the_server_takes():
     assert recorder_items.ITEM_TYPES == ingest_serializers.ITEM_TYPES
+
+
+def _open_and_append(path: str, barrier) -> None:
+    barrier.wait()
+    Outbox(path).append("event", None, "{}")
+
+
+def test_processes_opening_one_new_outbox_at_once_all_open_it(tmp_path):
+    # While one process creates the file, SQLite answered another's switch
+    # to WAL "database is locked" at once, without waiting (a CI failure).
+    fork = multiprocessing.get_context("fork")
+    for round_ in range(20):
+        path = str(tmp_path / f"outbox{round_}.sqlite3")
+        barrier = fork.Barrier(6)
+        processes = [
+            fork.Process(target=_open_and_append, args=(path, barrier))
+            for _ in range(6)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(60)
+        assert [p.exitcode for p in processes] == [0] * 6, f"round {round_}"
+        assert Outbox(path).pending_count() == 6
 
 
 def test_record_calls_return_at_once_and_keep_items_while_the_server_is_away(
