@@ -45,13 +45,24 @@ class Plan:
     owners: list[tuple[int, ...]] = field(default_factory=list)
     # Agent names this plan registers, with the id it assumed for each.
     agent_ids: dict[str, str] = field(default_factory=dict)
+    # (type, id) -> index of items planned with `once`.
+    planned: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def add(
         self,
         type_: str,
         data: dict[str, Any],
         owners: Iterable[int],
+        *,
+        once: bool = False,
     ) -> None:
+        """`once`: an item whose id derives from its whole body; planned
+        again, it is not repeated, its spans join the first one's owners."""
+        if once:
+            at = self.planned.setdefault((type_, data["id"]), len(self.items))
+            if at < len(self.items):
+                self.owners[at] = (*self.owners[at], *owners)
+                return
         self.items.append({"type": type_, "data": data})
         self.owners.append(tuple(owners))
 
@@ -507,7 +518,9 @@ def _map_llm(
             data["tool_calls"] = msg.tool_calls
         if msg.tool_call_id:
             data["tool_call_id"] = msg.tool_call_id
-        plan.add("message", data, [i])
+        # Once per export: a repeated id would make ingest apply the whole
+        # segment again one message at a time.
+        plan.add("message", data, [i], once=True)
     if not outputs:
         # The call still happened: one assistant message carries its usage.
         outputs = [Msg(role="assistant")]

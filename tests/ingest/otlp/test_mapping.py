@@ -251,15 +251,23 @@ def test_history_resent_by_each_call_maps_to_the_same_input_ids():
     plan, _ = items_of(calls)
     messages = of_type(plan, "message")
     contents = [(m["role"], m["content"]) for m in messages]
+    # "Hi" once, for both calls: a repeated id would make ingest write the
+    # messages one at a time.
     assert contents == [
         ("user", "Hi"),
         ("assistant", "out 0"),
-        ("user", "Hi"),
         ("user", "Bye"),
         ("assistant", "out 1"),
     ]
-    assert messages[0]["id"] == messages[2]["id"]  # stored once
     assert len({m["id"] for m in messages}) == 4
+    owners = [
+        plan.owners[k] for k, item in enumerate(plan.items) if item["type"] == "message"
+    ]
+    assert owners == [(0, 1), (0,), (1,), (1,)]
+    # Apart, each call plans the same "Hi".
+    one, _ = items_of(calls[:1])
+    two, _ = items_of(calls[1:])
+    assert of_type(one, "message")[0] == of_type(two, "message")[0] == messages[0]
 
 
 def test_legacy_genai_events_and_system_instructions_give_messages():

@@ -7,6 +7,8 @@ import gzip
 import json
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
@@ -540,6 +542,40 @@ def test_a_named_conversation_collects_calls_of_several_traces_once(otlp, projec
         "Booked.",
     ]
     assert Task.objects.filter(project=project).count() == 2
+
+
+def test_calls_resending_their_history_cost_the_statements_of_two_calls(otlp, project):
+    def conversation(calls: int) -> list:
+        """One trace whose model calls each re-send the history so far."""
+        trace, history, spans = builder.new_trace(), [], []
+        for n in range(calls):
+            history.append({"role": "user", "parts": [builder.text(f"Q{n}")]})
+            answer = {"role": "assistant", "parts": [builder.text(f"A{n}")]}
+            spans.append(
+                builder.span(
+                    trace,
+                    "chat",
+                    start_ms=n,
+                    gen_ai__operation__name="chat",
+                    gen_ai__input__messages=json.dumps(history),
+                    gen_ai__output__messages=json.dumps([answer]),
+                )
+            )
+            history.append(answer)
+        return spans
+
+    def statements(calls: int) -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert (
+                partial(post(otlp, builder.request(*conversation(calls)))).ByteSize()
+                == 0
+            )
+        return len(ctx.captured_queries)
+
+    statements(1)  # the project's first write creates its journal head
+    # A message planned twice (the history) made ingest write them one by one.
+    assert statements(8) == statements(2)
+    assert Message.objects.filter(project=project).count() == 2 + 8 * 2 + 2 * 2
 
 
 def test_a_model_call_without_captured_messages_still_records_its_usage(otlp, project):
