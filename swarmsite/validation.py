@@ -253,8 +253,13 @@ def json_list(value: Any, *, field: str) -> list:
     return value
 
 
-def pk_or_none(obj: models.Model | None) -> str | None:
-    return None if obj is None else str(obj.pk)
+def id_or_none(value: Any) -> str | None:
+    """A foreign key's stored value (`obj.<name>_id`) as text.
+
+    Read from the key, never the related object: on a row loaded without
+    it, that would be one query per row (a replayed batch of runs: one per run).
+    """
+    return None if value is None else str(value)
 
 
 def check_same(

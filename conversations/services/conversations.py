@@ -17,9 +17,9 @@ from swarmsite.validation import (
     body_digest,
     check_replay,
     clean_fields,
+    id_or_none,
     json_object,
     parse_uuid,
-    pk_or_none,
     resolve_many,
 )
 from tasks.models import Agent, Task
@@ -29,7 +29,7 @@ def _conversation_snapshot(
     conversation: Conversation, participants: list[Agent]
 ) -> dict:
     return {
-        "task": pk_or_none(conversation.task),
+        "task": id_or_none(conversation.task_id),
         "title": conversation.title,
         "status": conversation.status,
         "participants": sorted(str(a.pk) for a in participants),

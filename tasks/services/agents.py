@@ -20,10 +20,10 @@ from swarmsite.errors import IdempotencyConflict, ValidationError
 from swarmsite.models import Project
 from swarmsite.validation import (
     clean_fields,
+    id_or_none,
     json_list,
     json_object,
     parse_uuid,
-    pk_or_none,
     resolve,
 )
 from tasks.models import Agent, AgentHeartbeat, AgentStatus
@@ -45,7 +45,7 @@ def _agent_snapshot(agent: Agent) -> dict[str, Any]:
         "name": agent.name,
         "role": agent.role,
         "model": agent.model,
-        "parent": pk_or_none(agent.parent),
+        "parent": id_or_none(agent.parent_id),
         "capabilities": agent.capabilities,
         "config": agent.config,
         "metadata": agent.metadata,

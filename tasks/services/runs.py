@@ -30,9 +30,9 @@ from swarmsite.validation import (
     body_digest,
     check_replay,
     clean_fields,
+    id_or_none,
     json_object,
     parse_uuid,
-    pk_or_none,
     to_count,
     to_decimal,
     to_utc,
@@ -61,8 +61,8 @@ RUN_UPDATABLE_FIELDS = (
 
 def _run_snapshot(run: AgentRun) -> dict[str, Any]:
     return {
-        "task": pk_or_none(run.task),
-        "agent": pk_or_none(run.agent),
+        "task": id_or_none(run.task_id),
+        "agent": id_or_none(run.agent_id),
         "status": run.status,
         "output_summary": run.output_summary,
         "model": run.model,

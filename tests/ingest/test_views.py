@@ -501,6 +501,59 @@ def test_items_are_written_with_bulk_statements(api, project):
     assert Message.objects.filter(conversation=conversation).count() == 210
 
 
+def test_a_replayed_batch_costs_no_query_per_item(api, project, agent):
+    conversation, _ = conversation_create(project=project)
+    parent = task_create(project=project, title="p")[0]
+
+    def batch(n: int) -> list[dict]:
+        tasks = [str(uuid.uuid4()) for _ in range(n)]
+        return (
+            [
+                {
+                    "type": "task",
+                    "data": {
+                        "id": t,
+                        "title": "t",
+                        "parent": str(parent.pk),
+                        "assigned_agent": str(agent.pk),
+                    },
+                }
+                for t in tasks
+            ]
+            + [
+                {"type": "run", "data": {"task": t, "agent": str(agent.pk)}}
+                for t in tasks
+            ]
+            + [
+                {
+                    "type": "message",
+                    "data": {
+                        "id": str(uuid.uuid4()),
+                        "conversation": str(conversation.pk),
+                        "role": "assistant",
+                        "sender": str(agent.pk),
+                    },
+                }
+                for _ in range(n)
+            ]
+        )
+
+    def replayed(n: int) -> int:
+        items = batch(n)
+        for item in items:
+            if item["type"] == "run":
+                item["data"]["id"] = str(uuid.uuid4())
+        _post(api, items)
+        with CaptureQueriesContext(connection) as ctx:
+            results = _post(api, items)
+        assert {r["status"] for r in results} == {"duplicate"}
+        return len(ctx.captured_queries)
+
+    # Each replay is judged against its stored row: read with the batch,
+    # never one query per row for its task, agent or parent.
+    assert replayed(20) == replayed(2)
+
+
 def test_conversations_and_their_messages_cost_no_query_per_conversation(
     api, project, agent
 ):
