@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db.models.fields.json import KT
+
 from audit.models import Event
 from audit.services import SYSTEM, Actor
 from conversations.models import Conversation
@@ -65,18 +67,19 @@ def _stored_spans(
     project: Project, spans: list[Span], ids: mapping.Ids
 ) -> list[mapping.Stored]:
     """The spans earlier exports wrote in these traces, from their events."""
-    # Whole payloads: SQLite's key lookups would read an id such as
+    # Only the keys the skeleton needs, as text: a long trace's payloads are
+    # not decoded whole, and SQLite does not read an id such as
     # "0e12345678901234" as a number.
-    payloads = (
+    rows = (
         Event.objects.filter(
             project=project,
             task_id__in={ids.task(s.trace_id) for s in spans},
             kind=mapping.EVENT_KIND,
         )
         .order_by()
-        .values_list("payload", flat=True)
+        .values_list(*(KT(f"payload__{key}") for key in mapping.Stored.KEYS))
     )
-    found = (mapping.Stored.from_payload(p) for p in payloads)
+    found = (mapping.Stored.from_keys(row) for row in rows)
     return [s for s in found if s is not None]
 
 

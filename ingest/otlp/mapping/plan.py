@@ -87,6 +87,27 @@ class Stored:
     outputs: int = 0
     operation: str = ""
 
+    # The payload keys it is read from, in from_keys' order.
+    KEYS = (
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "type",
+        "agent",
+        "delegated_by",
+        "outputs",
+        "operation",
+    )
+
+    @classmethod
+    def from_keys(cls, values: Iterable[Any]) -> Stored | None:
+        """The span of an `otel.span` payload's KEYS, read as text."""
+        payload = dict(zip(cls.KEYS, values, strict=True))
+        outputs = payload["outputs"]
+        if isinstance(outputs, str) and outputs.isdigit():
+            payload["outputs"] = int(outputs)
+        return cls.from_payload(payload)
+
     @classmethod
     def from_payload(cls, payload: Any) -> Stored | None:
         """The span an `otel.span` event's payload describes, if it names one."""
