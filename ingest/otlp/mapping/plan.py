@@ -154,16 +154,16 @@ def _parents(spans: list[Span | Stored]) -> list[int | None]:
     return [by_id.get((s.trace_id, s.parent_span_id)) for s in spans]
 
 
-def _nearest_agents(spans: list[Span | Stored], kinds: list[str]) -> list[int | None]:
-    """For each span, the index of its nearest ancestor agent span in `spans`.
+def _nearest_agents(kinds: list[str], parent_of: list[int | None]) -> list[int | None]:
+    """For each span (its kind, its parent's index), the index of its nearest
+    ancestor agent span.
 
     Linear in the number of spans, however deep the tree; a parent cycle
     (a malformed export) ends the walk.
     """
-    parent_of = _parents(spans)
-    out: list[int | None] = [None] * len(spans)
-    done = [False] * len(spans)
-    for start in range(len(spans)):
+    out: list[int | None] = [None] * len(kinds)
+    done = [False] * len(kinds)
+    for start in range(len(kinds)):
         path: list[int] = []
         on_path: set[int] = set()
         at: int | None = start
@@ -226,8 +226,8 @@ def map_spans(
     again = {
         (s.trace_id, s.span_id): s for s in stored if (s.trace_id, s.span_id) in fresh
     }
-    nearest = _nearest_agents([*spans, *known], [*kinds, *(s.kind for s in known)])
     parent_of = _parents([*spans, *known])
+    nearest = _nearest_agents([*kinds, *(s.kind for s in known)], parent_of)
 
     def linked_now(k: int) -> bool:
         """Whether stored span `k` reaches its nearest agent span through a
