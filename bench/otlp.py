@@ -19,7 +19,9 @@ ratio of the turns is the figure. Also printed: the ingest items one span
 maps to, items/s through OTLP against (b), and (c) spans/s when the items
 fresh exports map to are posted to ingest as JSON, so (a)/(c) is what the
 OTLP layer costs (parsing, mapping, its reads) or saves (no JSON to parse
-and validate, no per-item answer) against that.
+and validate, no per-item answer) against that; and (d) spans/s of exports
+of conversations whose model calls each re-send the history so far, as
+chat instrumentations do.
 """
 
 from __future__ import annotations
@@ -128,6 +130,63 @@ def _trace_spans(builder, n: int) -> list:
         else:
             spans.append(builder.span(trace, "retrieve", parent=worker, start_ms=start))
     return spans
+
+
+def _conversation_spans(builder, calls: int) -> list:
+    """One agent whose model calls each re-send the conversation so far, as
+    chat instrumentations do, with a tool call after each."""
+    trace, agent = builder.new_trace(), builder.new_span_id()
+    spans = [
+        builder.span(
+            trace,
+            "invoke_agent assistant",
+            span_id=agent,
+            duration_ms=calls * 10,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="bench-assistant",
+        )
+    ]
+    history: list[dict] = []
+    for n in range(calls):
+        history.append({"role": "user", "parts": [builder.text(f"Question {n}?")]})
+        answer = {"role": "assistant", "parts": [builder.text(f"Answer {n}.")]}
+        spans.append(
+            builder.span(
+                trace,
+                "chat gpt-bench",
+                parent=agent,
+                start_ms=n * 10,
+                gen_ai__operation__name="chat",
+                gen_ai__request__model="gpt-bench",
+                gen_ai__usage__input_tokens=100 * (n + 1),
+                gen_ai__usage__output_tokens=20,
+                gen_ai__input__messages=json.dumps(history),
+                gen_ai__output__messages=json.dumps([answer]),
+            )
+        )
+        history.append(answer)
+        spans.append(
+            builder.span(
+                trace,
+                "execute_tool search",
+                parent=agent,
+                start_ms=n * 10 + 5,
+                gen_ai__operation__name="execute_tool",
+                gen_ai__tool__name="search",
+            )
+        )
+    return spans
+
+
+def _conversation_exports(builder, count: int) -> list[bytes]:
+    """Exports of 10 such conversations of 24 calls (490 spans each)."""
+    return [
+        builder.request(
+            *[span for _ in range(10) for span in _conversation_spans(builder, 24)],
+            service="bench",
+        ).SerializeToString()
+        for _ in range(count)
+    ]
 
 
 def _exports(builder, count: int) -> list[bytes]:
@@ -273,6 +332,11 @@ def main(argv: list[str]) -> int:
         )
         direct_span_rate = direct * SPANS_PER_EXPORT
 
+        # (d) Conversations whose calls re-send their history.
+        talks = [_conversation_exports(builder, ROUNDS + 1) for _ in range(CLIENTS)]
+        talk_spans = len(spans_of(parse_request(talks[0][0], PROTOBUF)))
+        talk_rate = _rate(server.port, protobuf, "/otlp/v1/traces", talks) * talk_spans
+
         sample = spans_of(parse_request(exports[0][0], PROTOBUF))
         plan = mapping.map_spans(sample, ids=mapping.Ids(0), agents={})
         per_span = len(plan.items) / len(sample)
@@ -301,7 +365,11 @@ def main(argv: list[str]) -> int:
         )
         print(
             f"  The same items posted to ingest directly: {direct_span_rate:,.0f} "
-            f"spans/s; OTLP reaches {span_rate / direct_span_rate:.1%} of it. "
+            f"spans/s; OTLP reaches {span_rate / direct_span_rate:.1%} of it."
+        )
+        print(
+            f"  Exports of 10 conversations whose 24 model calls each re-send "
+            f"the history ({talk_spans} spans): {talk_rate:,.0f} spans/s. "
             f"Total {time.perf_counter() - began:.0f} s."
         )
         return 0

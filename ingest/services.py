@@ -67,6 +67,8 @@ from tasks.services import (
 # Items of one bulk statement: bounds the SQL sent and the work redone one by
 # one when a segment holds a bad item.
 MAX_SEGMENT = 1000
+# A failed segment this small is applied again item by item, not in halves.
+ONE_BY_ONE = 8
 # Batches retried after losing a race on PostgreSQL; more means a bug.
 MAX_ATTEMPTS = 5
 # SQLSTATEs of transactions PostgreSQL aborted to break a cycle or a race.
@@ -338,9 +340,15 @@ def _apply(
             return
         # In halves: a bad item costs a few bulk calls, not one per item.
         # Each half is applied after the items before it, as one by one.
-        middle = len(segment) // 2
-        _apply(project, segment[:middle], actor, results)
-        _apply(project, segment[middle:], actor, results)
+        # Small segments go one by one: halving a segment of bad items
+        # would cost twice the calls.
+        parts = (
+            [[item] for item in segment]
+            if len(segment) <= ONE_BY_ONE
+            else [segment[: len(segment) // 2], segment[len(segment) // 2 :]]
+        )
+        for part in parts:
+            _apply(project, part, actor, results)
         return
     for item, (pk, created) in zip(segment, outcomes, strict=True):
         results[item.index] = ItemResult(

@@ -776,8 +776,10 @@ def message_sender_set_many(
     """
     fills = _sender_fills(project, senders)
     ids = {pk for pk, _ in fills}
-    # The conversations' locks, in key order as appenders take them: their
-    # participants' counts are written under them.
+    # The conversations' locks, in key order within this call as appenders
+    # take them: their participants' counts are written under them. (A batch
+    # that appends and fills takes them twice; PostgreSQL's rare deadlock
+    # between two such batches is retried by ingest.)
     locked = {
         c.pk: c
         for c in Conversation.objects.select_for_update(of=("self",))
@@ -793,7 +795,11 @@ def message_sender_set_many(
     results: list[tuple[Message, bool]] = []
     filled: list[Message] = []
     for index, (message_id, agent) in enumerate(fills):
-        message = stored[message_id]
+        message = stored.get(message_id)
+        if message is None or message.conversation_id not in locked:
+            # Deleted (pruned) since it was checked.
+            field = f"senders[{index}].message" if many else "message"
+            raise ValidationError({field: f"No message {message_id} in this project."})
         if message.sender_id is None:
             message.sender_id = agent.pk
             message.recipient_ids = []

@@ -356,8 +356,8 @@ def _filled(
             added += deeper
         elif stored[key] != value:
             raise Conflict(
-                f"{where}: the run has {stored[key]!r}; a value once set is "
-                "not replaced."
+                f"{where}: the run has {repr(stored[key])[:200]}; a value once "
+                "set is not replaced."
             )
     return merged, added
 

@@ -67,6 +67,12 @@ class Plan:
         self.owners.append(tuple(owners))
 
 
+# Assistant messages of one stored model call that a later export may give
+# a sender: clients can write `otel.span` events too, so what one says is
+# bounded.
+MAX_FILLED_OUTPUTS = 100
+
+
 @dataclass(frozen=True)
 class Stored:
     """A span an earlier export wrote, as its `otel.span` event keeps it:
@@ -104,7 +110,7 @@ class Stored:
         """The span of an `otel.span` payload's KEYS, read as text."""
         payload = dict(zip(cls.KEYS, values, strict=True))
         outputs = payload["outputs"]
-        if isinstance(outputs, str) and outputs.isdigit():
+        if isinstance(outputs, str) and outputs.isascii() and outputs.isdigit():
             payload["outputs"] = int(outputs)
         return cls.from_payload(payload)
 
@@ -129,7 +135,9 @@ class Stored:
             text("type"),
             text("agent"),
             text("delegated_by"),
-            outputs if type(outputs) is int and outputs > 0 else 0,
+            min(outputs, MAX_FILLED_OUTPUTS)
+            if type(outputs) is int and outputs > 0
+            else 0,
             text("operation"),
         )
 

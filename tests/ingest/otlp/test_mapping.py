@@ -504,9 +504,12 @@ def test_event_payloads_keep_the_sender_outputs_and_delegation_rows_got():
     assert mapping.Stored.from_payload({"trace_id": 1, "span_id": "x"}) is None
     assert mapping.Stored.from_payload(None) is None
     # Read back key by key: text on PostgreSQL, a number on SQLite.
+    row = [chat.trace_id, chat.span_id, "", "llm", "boss", None]
     for outputs in ("2", 2):
-        row = [chat.trace_id, chat.span_id, "", "llm", "boss", None, outputs, "chat"]
-        assert mapping.Stored.from_keys(row).outputs == 2
+        assert mapping.Stored.from_keys([*row, outputs, "chat"]).outputs == 2
+    # A client can write otel.span events too: what they say is bounded.
+    for outputs, read in (("²", 0), ("-3", 0), (True, 0), (10**9, 100)):
+        assert mapping.Stored.from_keys([*row, outputs, "chat"]).outputs == read
 
 
 def test_rows_stored_without_their_agent_get_it_from_the_export_bringing_it():
