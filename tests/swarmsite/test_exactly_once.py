@@ -20,8 +20,8 @@ from audit.services import (
     audit_log_create,
     audit_logs_create,
 )
-from conversations.models import Conversation, Message
-from conversations.services import conversation_create
+from conversations.models import Conversation, Message, Participant
+from conversations.services import conversation_create, message_append_one
 from swarmsite.errors import ValidationError
 from swarmsite.services import api_key_create, project_create
 from tasks.models import Agent, AgentHeartbeat, AgentRun, Task, TaskStatus
@@ -212,6 +212,43 @@ def _ingest_cases(project, agent, conversation) -> dict[str, Callable]:
 
         return {"type": "run_update", "data": data}, once
 
+    def message_sender_fill():
+        unsigned = message_append_one(
+            conversation=conversation, role="assistant", content="unsigned"
+        )[0]
+        data = {"message": str(unsigned.pk), "sender": str(agent.pk)}
+        sent = Agent.objects.get(pk=agent.pk).messages_count
+
+        def once() -> bool:
+            unsigned.refresh_from_db()
+            updates = Event.objects.filter(
+                kind="message.updated", payload__message=str(unsigned.pk)
+            )
+            joined = Participant.objects.get(conversation=conversation, agent=agent)
+            return (
+                unsigned.sender_id == agent.pk
+                and updates.count() == 1
+                and Agent.objects.get(pk=agent.pk).messages_count == sent + 1
+                and joined.message_count == sent + 1
+            )
+
+        return {"type": "message_sender_fill", "data": data}, once
+
+    def run_metadata_fill():
+        target = task_create(project=project, title="t")[0]
+        stored = run_create(project=project, task=target)[0]
+        metadata = {"otel": {"delegated_by": "planner"}}
+        data = {"run": str(stored.pk), "metadata": metadata}
+
+        def once() -> bool:
+            stored.refresh_from_db()
+            updates = Event.objects.filter(
+                kind="run.updated", payload__run=str(stored.pk)
+            )
+            return stored.metadata == metadata and updates.count() == 1
+
+        return {"type": "run_metadata_fill", "data": data}, once
+
     def event():
         pk = uuid.uuid4()
         item = {"type": "event", "data": {"id": str(pk), "kind": "eval.scored"}}
@@ -233,6 +270,8 @@ def _ingest_cases(project, agent, conversation) -> dict[str, Callable]:
         "message": message,
         "run": run,
         "run_update": run_update,
+        "message_sender_fill": message_sender_fill,
+        "run_metadata_fill": run_metadata_fill,
         "event": event,
         "audit": audit,
     }
@@ -252,6 +291,8 @@ def _ingest_cases(project, agent, conversation) -> dict[str, Callable]:
         "message",
         "run",
         "run_update",
+        "message_sender_fill",
+        "run_metadata_fill",
         "event",
         "audit",
     ],
