@@ -136,46 +136,29 @@ def _conversation_spans(builder, calls: int) -> list:
     """One agent whose model calls each re-send the conversation so far, as
     chat instrumentations do, with a tool call after each."""
     trace, agent = builder.new_trace(), builder.new_span_id()
-    spans = [
+    root = builder.agent_span(
+        trace, "bench-assistant", span_id=agent, duration_ms=calls * 10
+    )
+    chats = builder.history_calls(
+        trace,
+        calls,
+        parent=agent,
+        gen_ai__request__model="gpt-bench",
+        gen_ai__usage__input_tokens=500,
+        gen_ai__usage__output_tokens=20,
+    )
+    tools = [
         builder.span(
             trace,
-            "invoke_agent assistant",
-            span_id=agent,
-            duration_ms=calls * 10,
-            gen_ai__operation__name="invoke_agent",
-            gen_ai__agent__name="bench-assistant",
+            "execute_tool search",
+            parent=agent,
+            start_ms=n * 10 + 5,
+            gen_ai__operation__name="execute_tool",
+            gen_ai__tool__name="search",
         )
+        for n in range(calls)
     ]
-    history: list[dict] = []
-    for n in range(calls):
-        history.append({"role": "user", "parts": [builder.text(f"Question {n}?")]})
-        answer = {"role": "assistant", "parts": [builder.text(f"Answer {n}.")]}
-        spans.append(
-            builder.span(
-                trace,
-                "chat gpt-bench",
-                parent=agent,
-                start_ms=n * 10,
-                gen_ai__operation__name="chat",
-                gen_ai__request__model="gpt-bench",
-                gen_ai__usage__input_tokens=100 * (n + 1),
-                gen_ai__usage__output_tokens=20,
-                gen_ai__input__messages=json.dumps(history),
-                gen_ai__output__messages=json.dumps([answer]),
-            )
-        )
-        history.append(answer)
-        spans.append(
-            builder.span(
-                trace,
-                "execute_tool search",
-                parent=agent,
-                start_ms=n * 10 + 5,
-                gen_ai__operation__name="execute_tool",
-                gen_ai__tool__name="search",
-            )
-        )
-    return spans
+    return [root, *chats, *tools]
 
 
 def _conversation_exports(builder, count: int) -> list[bytes]:

@@ -86,6 +86,41 @@ def span(
     return out
 
 
+def agent_span(trace: bytes, agent: str, **kwargs: Any) -> Span:
+    """An `invoke_agent` span of agent `agent` (GenAI conventions)."""
+    return span(
+        trace,
+        f"invoke_agent {agent}",
+        gen_ai__operation__name="invoke_agent",
+        gen_ai__agent__name=agent,
+        **kwargs,
+    )
+
+
+def history_calls(trace: bytes, calls: int, **kwargs: Any) -> list[Span]:
+    """Model calls of one conversation, each re-sending the history so far,
+    as chat instrumentations do: call n sends questions 0..n and answers
+    0..n-1, and answers n."""
+    history: list[dict] = []
+    spans = []
+    for n in range(calls):
+        history.append({"role": "user", "parts": [text(f"Question {n}?")]})
+        answer = {"role": "assistant", "parts": [text(f"Answer {n}.")]}
+        spans.append(
+            span(
+                trace,
+                "chat",
+                start_ms=n * 10,
+                gen_ai__operation__name="chat",
+                gen_ai__input__messages=json.dumps(history),
+                gen_ai__output__messages=json.dumps([answer]),
+                **kwargs,
+            )
+        )
+        history.append(answer)
+    return spans
+
+
 def request(*spans: Span, service: str = "tests") -> ExportTraceServiceRequest:
     req = ExportTraceServiceRequest()
     resource_spans = req.resource_spans.add()

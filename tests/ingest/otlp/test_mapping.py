@@ -113,13 +113,7 @@ def test_agents_above_come_from_stored_spans_through_spans_that_are_not_agents()
     boss, step = builder.new_span_id(), builder.new_span_id()
     chat, worker = flat(
         builder.span(trace, "chat m", parent=step, gen_ai__operation__name="chat"),
-        builder.span(
-            trace,
-            "invoke_agent worker",
-            parent=step,
-            gen_ai__operation__name="invoke_agent",
-            gen_ai__agent__name="worker",
-        ),
+        builder.agent_span(trace, "worker", parent=step),
     )
     tid = builder.hexid(trace)
     stored = [
@@ -139,15 +133,7 @@ def test_agents_above_come_from_stored_spans_through_spans_that_are_not_agents()
 def test_a_stored_agent_without_a_parent_gets_the_one_a_later_span_shows():
     trace = builder.new_trace()
     boss, worker = builder.new_span_id(), builder.new_span_id()
-    (root,) = flat(
-        builder.span(
-            trace,
-            "invoke_agent boss",
-            span_id=boss,
-            gen_ai__operation__name="invoke_agent",
-            gen_ai__agent__name="boss",
-        )
-    )
+    (root,) = flat(builder.agent_span(trace, "boss", span_id=boss))
     tid = builder.hexid(trace)
     stored = [
         mapping.Stored(
@@ -452,22 +438,9 @@ def _boss_and_below():
     trace = builder.new_trace()
     boss, step, worker, chat = (builder.new_span_id() for _ in range(4))
     spans = flat(
-        builder.span(
-            trace,
-            "invoke_agent boss",
-            span_id=boss,
-            gen_ai__operation__name="invoke_agent",
-            gen_ai__agent__name="boss",
-        ),
+        builder.agent_span(trace, "boss", span_id=boss),
         builder.span(trace, "step", span_id=step, parent=boss),
-        builder.span(
-            trace,
-            "invoke_agent worker",
-            span_id=worker,
-            parent=step,
-            gen_ai__operation__name="invoke_agent",
-            gen_ai__agent__name="worker",
-        ),
+        builder.agent_span(trace, "worker", span_id=worker, parent=step),
         builder.span(
             trace,
             "chat",

@@ -289,24 +289,10 @@ def delegation_trace() -> list:
         )
 
     return [
-        builder.span(
-            trace,
-            "invoke_agent lead",
-            span_id=lead,
-            duration_ms=1000,
-            gen_ai__operation__name="invoke_agent",
-            gen_ai__agent__name="lead",
-        ),
+        builder.agent_span(trace, "lead", span_id=lead, duration_ms=1000),
         builder.span(trace, "plan", span_id=step, parent=lead, start_ms=5),
-        builder.span(
-            trace,
-            "invoke_agent coder",
-            span_id=coder,
-            parent=step,
-            start_ms=10,
-            duration_ms=500,
-            gen_ai__operation__name="invoke_agent",
-            gen_ai__agent__name="coder",
+        builder.agent_span(
+            trace, "coder", span_id=coder, parent=step, start_ms=10, duration_ms=500
         ),
         chat("write", coder, 20, 2),
         chat("fix", coder, 200, 1),
@@ -378,20 +364,8 @@ def test_a_stored_span_whose_id_looks_like_a_number_is_still_an_ancestor(otlp, p
     trace = builder.new_trace()
     boss = bytes.fromhex("0e12345678901234")  # a JSON number, read as text
     for span in (
-        builder.span(
-            trace,
-            "invoke_agent boss",
-            span_id=boss,
-            gen_ai__operation__name="invoke_agent",
-            gen_ai__agent__name="boss",
-        ),
-        builder.span(
-            trace,
-            "invoke_agent worker",
-            parent=boss,
-            gen_ai__operation__name="invoke_agent",
-            gen_ai__agent__name="worker",
-        ),
+        builder.agent_span(trace, "boss", span_id=boss),
+        builder.agent_span(trace, "worker", parent=boss),
     ):
         post(otlp, builder.request(span))
     worker = Agent.objects.get(project=project, name="worker")
@@ -401,21 +375,8 @@ def test_a_stored_span_whose_id_looks_like_a_number_is_still_an_ancestor(otlp, p
 def test_a_parent_found_later_is_set_once_and_never_replaced(otlp, project):
     trace = builder.new_trace()
     boss, worker = builder.new_span_id(), builder.new_span_id()
-    child = builder.span(
-        trace,
-        "invoke_agent worker",
-        span_id=worker,
-        parent=boss,
-        gen_ai__operation__name="invoke_agent",
-        gen_ai__agent__name="worker",
-    )
-    root = builder.span(
-        trace,
-        "invoke_agent boss",
-        span_id=boss,
-        gen_ai__operation__name="invoke_agent",
-        gen_ai__agent__name="boss",
-    )
+    child = builder.agent_span(trace, "worker", span_id=worker, parent=boss)
+    root = builder.agent_span(trace, "boss", span_id=boss)
     post(otlp, builder.request(child))
     assert Agent.objects.get(project=project, name="worker").parent is None
     post(otlp, builder.request(root))
@@ -432,20 +393,8 @@ def test_a_parent_found_later_is_set_once_and_never_replaced(otlp, project):
     post(
         otlp,
         builder.request(
-            builder.span(
-                other,
-                "invoke_agent chief",
-                span_id=chief,
-                gen_ai__operation__name="invoke_agent",
-                gen_ai__agent__name="chief",
-            ),
-            builder.span(
-                other,
-                "invoke_agent worker",
-                parent=chief,
-                gen_ai__operation__name="invoke_agent",
-                gen_ai__agent__name="worker",
-            ),
+            builder.agent_span(other, "chief", span_id=chief),
+            builder.agent_span(other, "worker", parent=chief),
         ),
     )
     assert Agent.objects.get(project=project, name="worker").parent == boss_agent
@@ -545,31 +494,10 @@ def test_a_named_conversation_collects_calls_of_several_traces_once(otlp, projec
 
 
 def test_calls_resending_their_history_cost_the_statements_of_two_calls(otlp, project):
-    def conversation(calls: int) -> list:
-        """One trace whose model calls each re-send the history so far."""
-        trace, history, spans = builder.new_trace(), [], []
-        for n in range(calls):
-            history.append({"role": "user", "parts": [builder.text(f"Q{n}")]})
-            answer = {"role": "assistant", "parts": [builder.text(f"A{n}")]}
-            spans.append(
-                builder.span(
-                    trace,
-                    "chat",
-                    start_ms=n,
-                    gen_ai__operation__name="chat",
-                    gen_ai__input__messages=json.dumps(history),
-                    gen_ai__output__messages=json.dumps([answer]),
-                )
-            )
-            history.append(answer)
-        return spans
-
     def statements(calls: int) -> int:
+        spans = builder.history_calls(builder.new_trace(), calls)
         with CaptureQueriesContext(connection) as ctx:
-            assert (
-                partial(post(otlp, builder.request(*conversation(calls)))).ByteSize()
-                == 0
-            )
+            assert partial(post(otlp, builder.request(*spans))).ByteSize() == 0
         return len(ctx.captured_queries)
 
     statements(1)  # the project's first write creates its journal head
