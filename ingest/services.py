@@ -53,7 +53,7 @@ from tasks.services import (
     agent_register,
     agent_update,
     run_create_many,
-    run_metadata_fill,
+    run_metadata_fill_many,
     run_update,
     task_create_many,
     task_dependencies_add,
@@ -243,10 +243,10 @@ def _run_update(project: Project, items: list[Item], actor: Actor) -> list[Outco
 
 
 def _run_metadata(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
-    data = dict(items[0].data)
-    run = _target(project, AgentRun, data, "run")
-    run = run_metadata_fill(run=run, actor=actor, **data)
-    return [(run.pk, not run.replayed)]
+    filled = run_metadata_fill_many(
+        project=project, fills=[item.data for item in items], actor=actor
+    )
+    return [(run.pk, added) for run, added in filled]
 
 
 def _workflow(project: Project, items: list[Item], actor: Actor) -> list[Outcome]:
@@ -274,6 +274,7 @@ BULK_HANDLERS: dict[str, Handler] = {
     "audit": _audits,
     "message": _messages,
     "message_sender_fill": _senders,
+    "run_metadata_fill": _run_metadata,
     "conversation": _conversations,
     "transition": _transitions,
     "run": _runs,
@@ -289,7 +290,6 @@ SINGLE_HANDLERS: dict[str, Handler] = {
     "task_update": _task_update,
     "progress": _progress,
     "run_update": _run_update,
-    "run_metadata_fill": _run_metadata,
 }
 
 

@@ -45,6 +45,7 @@ from tasks.services.runs import (
     run_create,
     run_create_many,
     run_metadata_fill,
+    run_metadata_fill_many,
     run_update,
 )
 from tasks.services.tasks import (
@@ -90,6 +91,7 @@ __all__ = [
     "run_create",
     "run_create_many",
     "run_metadata_fill",
+    "run_metadata_fill_many",
     "run_update",
     "task_create",
     "task_create_many",

@@ -362,31 +362,83 @@ def _filled(
     return merged, added
 
 
+RUN_FILL_KEYS = frozenset({"run", "metadata"})
+
+
 @journaled()
+def run_metadata_fill_many(
+    *, project: Project, fills: list[dict[str, Any]], actor: Actor = SYSTEM
+) -> list[tuple[AgentRun, bool]]:
+    """Add to runs' metadata the keys they lack; (run, anything added) each.
+
+    Each item is `{"run": id, "metadata": {...}}` of `project`. Objects merge
+    key by key, at any depth (`{"otel": {"delegated_by": ...}}` adds one key
+    under `otel`); a key stored with the same value changes nothing, with
+    another value the fill is refused, naming the key. The runs are locked
+    in key order with one query and written with one statement; items
+    naming one run apply in order. A `run.updated` event per item that added
+    keys names them; no roll-up depends on metadata. Raises on the first bad
+    item, having written nothing.
+    """
+    wanted: list[tuple[uuid.UUID, dict[str, Any]]] = []
+    for spec in fills:
+        if not isinstance(spec, dict):
+            raise ValidationError({"non_field_errors": "Each fill must be an object."})
+        unknown = set(spec) - RUN_FILL_KEYS
+        if unknown:
+            raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
+        pk = parse_uuid(spec.get("run"), field="run")
+        if pk is None:
+            raise ValidationError({"run": "This field is required."})
+        wanted.append((pk, json_object(spec.get("metadata"), field="metadata")))
+    runs = {
+        run.pk: run
+        for run in AgentRun.objects.select_for_update()
+        .filter(project=project, pk__in={pk for pk, _ in wanted})
+        .order_by("pk")
+    }
+    results: list[tuple[AgentRun, bool]] = []
+    changed: dict[uuid.UUID, AgentRun] = {}
+    events: list[dict[str, Any]] = []
+    for pk, metadata in wanted:
+        run = runs.get(pk)
+        if run is None:
+            raise ValidationError({"run": f"No agent run {pk} in this project."})
+        run.metadata, added = _filled(run.metadata or {}, metadata, "metadata")
+        if added:
+            changed[pk] = run
+            events.append(
+                {
+                    "kind": EventKind.RUN_UPDATED,
+                    "task_id": run.task_id,
+                    "payload": _run_payload(run)
+                    | {"changes": ["metadata"], "added": added},
+                }
+            )
+        results.append((run, bool(added)))
+    if changed:
+        now = timezone.now()
+        for run in changed.values():
+            run.updated_at = now
+        AgentRun.objects.bulk_update(
+            sorted(changed.values(), key=lambda run: run.pk),
+            ["metadata", "updated_at"],
+        )
+        audit_events_record(project_id=project.pk, events=events, actor=actor)
+    return results
+
+
 def run_metadata_fill(
     *, run: AgentRun, metadata: dict[str, Any], actor: Actor = SYSTEM
 ) -> AgentRun:
-    """Add to a run's metadata the keys it lacks; a stored value stays.
+    """Add to one run's metadata the keys it lacks; see run_metadata_fill_many.
 
-    Objects merge key by key, at any depth (`{"otel": {"delegated_by": ...}}`
-    adds one key under `otel`). A key stored with the same value changes
-    nothing; with another value the fill is refused, naming the key. When
-    nothing is added, `run.replayed` is set. A `run.updated` event names the
-    keys added; no roll-up depends on metadata.
+    When nothing is added, `run.replayed` is set.
     """
-    metadata = json_object(metadata, field="metadata")
-    run = AgentRun.objects.select_for_update().get(pk=run.pk)
-    merged, added = _filled(run.metadata or {}, metadata, "metadata")
-    run.replayed = not added
-    if run.replayed:
-        return run
-    run.metadata = merged
-    run.save(update_fields=["metadata", "updated_at"])
-    audit_event_record(
-        project_id=run.project_id,
-        kind=EventKind.RUN_UPDATED,
+    ((stored, added),) = run_metadata_fill_many(
+        project=run.project,
+        fills=[{"run": run.pk, "metadata": metadata}],
         actor=actor,
-        task_id=run.task_id,
-        payload=_run_payload(run) | {"changes": ["metadata"], "added": added},
     )
-    return run
+    stored.replayed = not added
+    return stored

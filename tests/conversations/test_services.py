@@ -22,6 +22,7 @@ from conversations.services import (
 from swarmsite.errors import Conflict, IdempotencyConflict, ValidationError
 from tasks.models import Task
 from tasks.services import agent_register, task_create
+from tasks.services.rollups import AGENT_COLUMNS
 from tests.audit.factories import (
     audit_actions,
     doorbell,
@@ -968,19 +969,10 @@ def test_messages_built_without_clean_fields_match_the_cleaned(
 
 # Filling a sender ---------------------------------------------------------------
 
-SENDER_ROLLUPS = (
-    "messages_count",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "cost",
-    "latency_total_ms",
-    "latency_count",
-)
-
 
 def sender_rollups(agent) -> dict:
-    return type(agent).objects.filter(pk=agent.pk).values(*SENDER_ROLLUPS).get()
+    """Every roll-up column of the agent: a fill moves its message ones only."""
+    return type(agent).objects.filter(pk=agent.pk).values(*AGENT_COLUMNS).get()
 
 
 def talk(conversation) -> dict:

@@ -12,7 +12,7 @@ from conversations.models import Conversation, Message, Participant
 from conversations.services import conversation_create
 from swarmsite.metrics import INGEST_ITEMS
 from tasks.models import Agent, AgentRun, Task, TaskDependency
-from tasks.services import task_create
+from tasks.services import run_create, task_create
 
 pytestmark = pytest.mark.django_db
 
@@ -759,6 +759,29 @@ def test_message_sender_fill_items_give_stored_messages_their_sender_once(api, p
         ["data.sender"],
     ]
     assert str(Message.objects.get(pk=m3).sender_id) == boss
+
+
+def test_run_metadata_fill_items_cost_the_same_statements_for_2_or_20_runs(
+    api, project, task
+):
+    def statements(n: int) -> int:
+        runs = [run_create(project=project, task=task)[0] for _ in range(n)]
+        fills = [
+            {
+                "type": "run_metadata_fill",
+                "data": {"run": str(run.pk), "metadata": {"otel": {"by": "boss"}}},
+            }
+            for run in runs
+        ]
+        count = _statements(api, fills)
+        assert all(
+            r.metadata == {"otel": {"by": "boss"}}
+            for r in AgentRun.objects.filter(pk__in=[run.pk for run in runs])
+        )
+        return count
+
+    statements(1)  # the key's first use records its last_used_at
+    assert statements(20) == statements(2)
 
 
 def test_run_metadata_fill_items_add_what_a_run_lacks(api, project):
