@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import (
     DatabaseError,
@@ -95,6 +95,7 @@ class ItemResult:
     error: ServiceError | None = None
 
 
+T = TypeVar("T")
 Outcome = tuple[Any, bool]
 Handler = Callable[[Project, list[Item], Actor], list[Outcome]]
 
@@ -373,6 +374,22 @@ def _count_on_commit(results: list[ItemResult]) -> None:
     transaction.on_commit(count, robust=True)
 
 
+def ingest_transaction(work: Callable[[], T]) -> T:
+    """`work()` in one journaled transaction, applied again from the start
+    when PostgreSQL aborted it for a race or a deadlock (at most
+    MAX_ATTEMPTS times). Inside a caller's transaction it runs once: only a
+    transaction of its own can be rolled back and applied again."""
+    retries = 0 if transaction.get_connection().in_atomic_block else MAX_ATTEMPTS - 1
+    while True:
+        try:
+            with journaled():
+                return work()
+        except DatabaseError as exc:
+            if retries <= 0 or not _retryable(exc):
+                raise
+            retries -= 1
+
+
 def ingest_items(
     *,
     project: Project,
@@ -387,19 +404,13 @@ def ingest_items(
     come back as `duplicate`, or as an `idempotency_conflict` error when
     their body differs.
     """
-    # Only a transaction of its own can be rolled back and applied again.
-    retries = 0 if transaction.get_connection().in_atomic_block else MAX_ATTEMPTS - 1
-    while True:
+
+    def apply() -> list[ItemResult]:
         results = {result.index: result for result in rejected}
-        try:
-            with journaled():
-                for segment in _segments(items):
-                    _apply(project, segment, actor, results)
-                ordered = [results[index] for index in sorted(results)]
-                _count_on_commit(ordered)
-        except DatabaseError as exc:
-            if retries <= 0 or not _retryable(exc):
-                raise
-            retries -= 1
-            continue
+        for segment in _segments(items):
+            _apply(project, segment, actor, results)
+        ordered = [results[index] for index in sorted(results)]
+        _count_on_commit(ordered)
         return ordered
+
+    return ingest_transaction(apply)

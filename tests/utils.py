@@ -21,30 +21,40 @@ sqlite_only = pytest.mark.skipif(
 # Racing clients -------------------------------------------------------------
 
 
-def post_at_once(secret: str, url: str, body, n: int, *, wait: float = 120) -> list:
-    """POST `body` from `n` threads released together, each on its own
-    database connection; every response, or the exception a thread hit."""
-    barrier = threading.Barrier(n)
-    outcomes: list = [None] * n
+def at_once(calls: list, *, wait: float = 120) -> list:
+    """Run `calls` in threads released together, each on its own database
+    connection; what each returned, or the exception it raised."""
+    barrier = threading.Barrier(len(calls))
+    outcomes: list = [None] * len(calls)
 
-    def post(index: int) -> None:
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    def run(index: int) -> None:
         try:
             barrier.wait(wait)
-            outcomes[index] = client.post(url, body, format="json")
+            outcomes[index] = calls[index]()
         except BaseException as exc:
             outcomes[index] = exc
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=post, args=(i,)) for i in range(n)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(wait)
     assert not any(thread.is_alive() for thread in threads)
     return outcomes
+
+
+def post_at_once(secret: str, url: str, body, n: int, *, wait: float = 120) -> list:
+    """POST `body` from `n` threads released together, each on its own
+    database connection; every response, or the exception a thread hit."""
+
+    def post():
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        return client.post(url, body, format="json")
+
+    return at_once([post] * n, wait=wait)
 
 
 # Admin forms ----------------------------------------------------------------

@@ -9,8 +9,10 @@ the JSON is skipped: the mapping built the items (`typed_items`).
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
+from django.db import transaction
 from django.db.models.fields.json import KT
 
 from audit.models import Event
@@ -19,7 +21,7 @@ from conversations.models import Conversation
 from ingest.otlp import mapping
 from ingest.otlp.parsing import Span
 from ingest.serializers import typed_items
-from ingest.services import ingest_items
+from ingest.services import ItemResult, ingest_items, ingest_transaction
 from swarmsite.models import Project
 from tasks.models import Agent, Task
 
@@ -83,6 +85,23 @@ def _stored_spans(
     return [s for s in found if s is not None]
 
 
+def _lock_traces(task_ids: set[str]) -> None:
+    """Hold these traces until commit: exports of one trace are written one
+    after the other. SQLite's write transactions already are (IMMEDIATE)."""
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql" or not task_ids:
+        return
+    # Sorted, so two exports sharing traces cannot wait on each other.
+    keys = sorted(
+        int.from_bytes(uuid.UUID(pk).bytes[:8], "big", signed=True) for pk in task_ids
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(key) FROM unnest(%s::bigint[]) AS key",
+            [keys],
+        )
+
+
 def otlp_spans_write(
     *, project: Project, spans: list[Span], actor: Actor = SYSTEM
 ) -> ExportResult:
@@ -107,10 +126,13 @@ def otlp_spans_write(
             index.append(i)
     valid = [spans[i] for i in index]
     ids = mapping.Ids(project.pk)
-    plan = mapping.Plan()
-    results = []
-    for _attempt in range(MAX_ATTEMPTS):
-        stored = _stored_spans(project, valid, ids) if valid else []
+    traces = {ids.task(s.trace_id) for s in valid}
+
+    def write() -> tuple[mapping.Plan, list[ItemResult]]:
+        # Read after the lock: an export of the same trace written meanwhile
+        # is seen whole, so the order two exports commit in does not matter.
+        _lock_traces(traces)
+        stored = _stored_spans(project, valid, ids)
         names = mapping.agent_names(valid) | {s.agent for s in stored if s.agent}
         rows = list(
             Agent.objects.filter(project=project, name__in=names).values_list(
@@ -130,10 +152,15 @@ def otlp_spans_write(
             orphans=orphans,
         )
         if not plan.items:
-            break
-        results = ingest_items(
-            project=project, items=typed_items(plan.items), actor=actor
-        )
+            return plan, []
+        items = typed_items(plan.items)
+        return plan, ingest_items(project=project, items=items, actor=actor)
+
+    plan, results = mapping.Plan(), []
+    # Nothing to read or write when no span is usable.
+    attempts = MAX_ATTEMPTS if valid else 0
+    for _attempt in range(attempts):
+        plan, results = ingest_transaction(write)
         moved = any(
             plan.items[r.index]["type"] == "agent"
             and r.status == "duplicate"
