@@ -19,9 +19,12 @@ ratio of the turns is the figure. Also printed: the ingest items one span
 maps to, items/s through OTLP against (b), and (c) spans/s when the items
 fresh exports map to are posted to ingest as JSON, so (a)/(c) is what the
 OTLP layer costs (parsing, mapping, its reads) or saves (no JSON to parse
-and validate, no per-item answer) against that; and (d) spans/s of exports
+and validate, no per-item answer) against that; (d) spans/s of exports
 of conversations whose model calls each re-send the history so far, as
-chat instrumentations do.
+chat instrumentations do; and the rows each path writes (a span is an event
+and the rows of what it maps to, with their own events and audit records;
+an event item one row), so rows/s through OTLP compare to rows/s through
+ingest for the same kind of durable work.
 """
 
 from __future__ import annotations
@@ -204,6 +207,17 @@ def _batches(count: int, task_id: str) -> list[bytes]:
     ]
 
 
+def _rows() -> int:
+    """Rows in the tables the write path fills (events, tasks, runs, ...)."""
+    from django.apps import apps
+
+    return sum(
+        model._base_manager.count()
+        for app in ("audit", "conversations", "tasks")
+        for model in apps.get_app_config(app).get_models(include_auto_created=True)
+    )
+
+
 def _rate(port: int, headers: dict, path: str, bodies: list[list[bytes]]) -> float:
     """Requests/s of len(bodies) clients, each posting its bodies in turn."""
     failures: list[str] = []
@@ -275,17 +289,24 @@ def main(argv: list[str]) -> int:
 
         protobuf = auth | {"Content-Type": "application/x-protobuf"}
         span_rates, item_rates, ratios = [], [], []
+        # Rows written by each path and what was posted (warm-ups included).
+        otlp_rows = ingest_rows = 0
+        posted = CLIENTS * (ROUNDS + 1) * TURNS
         for _turn in range(TURNS):
             exports = [_exports(builder, ROUNDS + 1) for _ in range(CLIENTS)]
+            before = _rows()
             otlp = _rate(server.port, protobuf, "/otlp/v1/traces", exports)
+            otlp_rows += _rows() - before
             task_id = str(Task.objects.filter(project=project).first().pk)
             batches = [_batches(ROUNDS + 1, task_id) for _ in range(CLIENTS)]
+            before = _rows()
             ingest = _rate(
                 server.port,
                 auth | {"Content-Type": "application/json"},
                 "/api/v1/ingest/",
                 batches,
             )
+            ingest_rows += _rows() - before
             span_rates.append(otlp * SPANS_PER_EXPORT)
             item_rates.append(ingest * ITEMS_PER_BATCH)
             ratios.append(span_rates[-1] / item_rates[-1])
@@ -345,6 +366,14 @@ def main(argv: list[str]) -> int:
             f"and a run, messages or a tool audit): {span_rate * per_span:,.0f} "
             f"items/s through OTLP, {span_rate * per_span / item_rate:.1%} of "
             f"ingest's event items/s."
+        )
+        span_row_count = otlp_rows / (posted * SPANS_PER_EXPORT)
+        item_row_count = ingest_rows / (posted * ITEMS_PER_BATCH)
+        print(
+            f"  Rows written: {span_row_count:.2f} per span, {item_row_count:.2f} "
+            f"per event item: {span_rate * span_row_count:,.0f} rows/s through "
+            f"OTLP, {span_rate * span_row_count / (item_rate * item_row_count):.1%} "
+            f"of ingest's {item_rate * item_row_count:,.0f} rows/s."
         )
         print(
             f"  The same items posted to ingest directly: {direct_span_rate:,.0f} "
