@@ -375,10 +375,11 @@ def _count_on_commit(results: list[ItemResult]) -> None:
 
 
 def ingest_transaction(work: Callable[[], T]) -> T:
-    """`work()` in one journaled transaction, applied again from the start
-    when PostgreSQL aborted it for a race or a deadlock (at most
-    MAX_ATTEMPTS times). Inside a caller's transaction it runs once: only a
-    transaction of its own can be rolled back and applied again."""
+    """`work()` in one journaled transaction, run again from the start
+    (its reads too) when PostgreSQL aborted it for a race or a deadlock, at
+    most MAX_ATTEMPTS times. Inside a caller's transaction it runs once, in
+    a savepoint: only a transaction of its own can be rolled back and run
+    again."""
     retries = 0 if transaction.get_connection().in_atomic_block else MAX_ATTEMPTS - 1
     while True:
         try:

@@ -85,21 +85,48 @@ def _stored_spans(
     return [s for s in found if s is not None]
 
 
-def _lock_traces(task_ids: set[str]) -> None:
+# An export of more traces locks all of its project's traces at once:
+# PostgreSQL's lock table is shared and small (64 locks per connection).
+MAX_TRACE_LOCKS = 64
+# Advisory locks of the two-key form: (LOCK_SPACE, project id) is a project's
+# traces as a whole. Trace locks use the one-key form, another key space.
+LOCK_SPACE = 0x07E1
+# Exporters give up on a request after 10 s by default: waiting longer for
+# another export of the trace helps no one. The wait ends in a 503.
+LOCK_WAIT_MS = 10_000
+
+
+def trace_lock_key(task_id: str) -> int:
+    """The advisory lock key of a trace: its task id's first 64 bits."""
+    return int.from_bytes(uuid.UUID(task_id).bytes[:8], "big", signed=True)
+
+
+def _lock_traces(project: Project, task_ids: set[str]) -> None:
     """Hold these traces until commit: exports of one trace are written one
     after the other. SQLite's write transactions already are (IMMEDIATE)."""
     connection = transaction.get_connection()
     if connection.vendor != "postgresql" or not task_ids:
         return
-    # Sorted, so two exports sharing traces cannot wait on each other.
-    keys = sorted(
-        int.from_bytes(uuid.UUID(pk).bytes[:8], "big", signed=True) for pk in task_ids
-    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(key) FROM unnest(%s::bigint[]) AS key",
-            [keys],
-        )
+        cursor.execute(f"SET LOCAL lock_timeout = {LOCK_WAIT_MS}")
+        if len(task_ids) > MAX_TRACE_LOCKS:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_SPACE, project.pk]
+            )
+        else:
+            # Shared: exports of a few traces exclude each other by trace.
+            # In key order, so two exports sharing traces never wait in a
+            # cycle.
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock_shared(%s, %s)",
+                [LOCK_SPACE, project.pk],
+            )
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(key) "
+                "FROM unnest(%s::bigint[]) AS key ORDER BY key",
+                [sorted(trace_lock_key(pk) for pk in task_ids)],
+            )
+        cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
 
 
 def otlp_spans_write(
@@ -113,6 +140,9 @@ def otlp_spans_write(
     export of the same spans wrote it (a trace's task the root has renamed
     since, a message whose sender was unknown in its first export), and the
     first write stands. A span repeated in one export is written once.
+
+    Opens its own transactions (the view calls it outside any): the trace
+    locks must be the first ones they take.
     """
     refused: dict[int, str] = {
         i: f"span {i}: {s.invalid}" for i, s in enumerate(spans) if s.invalid
@@ -131,7 +161,7 @@ def otlp_spans_write(
     def write() -> tuple[mapping.Plan, list[ItemResult]]:
         # Read after the lock: an export of the same trace written meanwhile
         # is seen whole, so the order two exports commit in does not matter.
-        _lock_traces(traces)
+        _lock_traces(project, traces)
         stored = _stored_spans(project, valid, ids)
         names = mapping.agent_names(valid) | {s.agent for s in stored if s.agent}
         rows = list(

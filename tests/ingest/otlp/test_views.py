@@ -102,7 +102,7 @@ def state(project) -> dict:
                 m.completion_tokens,
                 m.cached_tokens,
                 m.latency_ms,
-                m.sender.name if m.sender else None,
+                m.sender.name if m.sender else "",
             )
             for m in Message.objects.filter(project=project)
         ),
