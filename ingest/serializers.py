@@ -268,26 +268,42 @@ def _typers(item_type: str) -> tuple[dict[str, Callable[[Any], Any]], dict[str, 
     return typers, defaults
 
 
-def typed_items(raw: list[dict[str, Any]]) -> list[Item]:
+def _typed(item_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    typers, defaults = _typers(item_type)
+    values = dict(defaults)
+    for k, v in data.items():
+        try:
+            values[k] = typers[k](v) if k in typers and v is not None else v
+        except serializers.ValidationError as exc:
+            raise ValidationError(flatten_detail({k: exc.detail}, "data")) from exc
+        except ValueError as exc:
+            raise ValidationError({f"data.{k}": f"Not a valid value: {exc}"}) from exc
+    return values
+
+
+def typed_items(raw: list[dict[str, Any]]) -> tuple[list[Item], list[ItemResult]]:
     """Items the OTLP mapping built, typed as `validate_items` would type them.
 
     The mapping builds well-formed items by construction (known types and
     fields, ids it derived, times it formatted, text it shortened), so their
     API parsing is skipped: ids, times and amounts are converted and the
     names renamed. Every value is still checked by the service that writes
-    it, like any other caller's. tests/ingest/otlp checks that this gives
-    what `validate_items` gives for what the mapping builds.
+    it, like any other caller's. A value that cannot be typed (a mapping
+    bug) is that item's error, as in `validate_items`, not the batch's.
+    tests/ingest/otlp checks that this gives what `validate_items` gives
+    for what the mapping builds.
     """
     items: list[Item] = []
+    rejected: list[ItemResult] = []
     for index, entry in enumerate(raw):
         item_type, data = entry["type"], entry["data"]
-        typers, defaults = _typers(item_type)
-        values = defaults | {
-            k: typers[k](v) if k in typers and v is not None else v
-            for k, v in data.items()
-        }
+        try:
+            values = _typed(item_type, data)
+        except ValidationError as exc:
+            rejected.append(ItemResult(index, _supplied_id(data), "error", exc))
+            continue
         items.append(_item(index, item_type, values, data))
-    return items
+    return items, rejected
 
 
 def _envelope(entry: Any) -> tuple[str, Any]:

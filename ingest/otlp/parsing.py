@@ -32,7 +32,11 @@ STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+# Gzip bodies are inflated from slices of this size.
 _CHUNK = 64 * 1024
+# Exporters send one gzip member; a body of many (each inflated on its own)
+# is refused rather than worked through.
+MAX_GZIP_MEMBERS = 64
 
 
 class BodyError(Exception):
@@ -90,30 +94,38 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
             f"Content-Encoding {encoding!r} is not supported; send gzip or none."
         )
     out = bytearray()
-    data = body
-    while True:
+    view = memoryview(body)
+    start = 0
+    for _member in range(MAX_GZIP_MEMBERS):
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        end = start
         try:
-            while data:
-                # At most one byte past the limit per step, so a bomb never
-                # inflates further than that.
-                chunk = inflater.decompress(data, limit + 1 - len(out))
-                out += chunk
-                if len(out) > limit:
-                    raise BodyError(
-                        f"The decompressed body is over {limit} bytes.",
-                        too_large=True,
-                    )
-                data = inflater.unconsumed_tail
-                if inflater.eof or not chunk and not data:
-                    break
+            # The body is fed in slices: what zlib copies out after a member
+            # (its unused data) is at most one slice, not the rest of the body.
+            while not inflater.eof and end < len(view):
+                data = view[end : end + _CHUNK]
+                end += len(data)
+                while data:
+                    # At most one byte past the limit per step, so a bomb
+                    # never inflates further than that.
+                    chunk = inflater.decompress(data, limit + 1 - len(out))
+                    out += chunk
+                    if len(out) > limit:
+                        raise BodyError(
+                            f"The decompressed body is over {limit} bytes.",
+                            too_large=True,
+                        )
+                    data = inflater.unconsumed_tail
+                    if inflater.eof or not chunk and not data:
+                        break
         except zlib.error as exc:
             raise BodyError(f"The gzip body is malformed: {exc}.") from exc
         if not inflater.eof:
             raise BodyError("The gzip body is truncated.")
-        data = inflater.unused_data
-        if not data:
+        start = end - len(inflater.unused_data)
+        if start >= len(view):
             return bytes(out)
+    raise BodyError(f"The gzip body has more than {MAX_GZIP_MEMBERS} members.")
 
 
 def _hex_to_b64(value: Any, size: int, where: str) -> Any:

@@ -183,8 +183,10 @@ def otlp_spans_write(
         )
         if not plan.items:
             return plan, []
-        items = typed_items(plan.items)
-        return plan, ingest_items(project=project, items=items, actor=actor)
+        items, rejected = typed_items(plan.items)
+        return plan, ingest_items(
+            project=project, items=items, rejected=rejected, actor=actor
+        )
 
     plan, results = mapping.Plan(), []
     # Nothing to read or write when no span is usable.

@@ -33,6 +33,8 @@ _LEGACY_EVENTS = {
     "gen_ai.assistant.message": "assistant",
     "gen_ai.tool.message": "tool",
 }
+# OpenInference message indices past this are not messages of a real call.
+MAX_INDEX_DIGITS = 6
 _MESSAGE_ATTRIBUTES = (
     "gen_ai.input.messages",
     "gen_ai.output.messages",
@@ -57,7 +59,7 @@ def _loads(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past Python's stack
             return None
     return value
 
@@ -133,7 +135,8 @@ def _indexed(attrs: dict[str, Any], prefix: str) -> dict[int, dict[str, Any]]:
         if not key.startswith(prefix):
             continue
         index, _, rest = key[size:].partition(".")
-        if index.isdigit():
+        # ASCII digits only ("²".isdigit() is true too), and few of them.
+        if index.isascii() and index.isdigit() and len(index) <= MAX_INDEX_DIGITS:
             groups.setdefault(int(index), {})[rest] = value
     return groups
 

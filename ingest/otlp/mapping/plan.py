@@ -67,10 +67,13 @@ class Plan:
         self.owners.append(tuple(owners))
 
 
-# Assistant messages of one stored model call that a later export may give
-# a sender: clients can write `otel.span` events too, so what one says is
-# bounded.
-MAX_FILLED_OUTPUTS = 100
+# Messages one model call writes: the last MAX_INPUTS of its input (the
+# history it re-sends is mostly stored already) and its first MAX_OUTPUTS
+# outputs. A later export gives at most MAX_OUTPUTS of a stored call's
+# messages a sender: clients can write `otel.span` events too, so what one
+# says is bounded.
+MAX_INPUTS = 1000
+MAX_OUTPUTS = 100
 
 
 @dataclass(frozen=True)
@@ -135,9 +138,7 @@ class Stored:
             text("type"),
             text("agent"),
             text("delegated_by"),
-            min(outputs, MAX_FILLED_OUTPUTS)
-            if type(outputs) is int and outputs > 0
-            else 0,
+            min(outputs, MAX_OUTPUTS) if type(outputs) is int and outputs > 0 else 0,
             text("operation"),
         )
 
@@ -321,7 +322,7 @@ def map_spans(
     # The earliest root span of each trace names and ends its task.
     roots = {spans[i].trace_id: i for i in reversed(order) if spans[i].is_root}
     titles = {
-        trace: short(spans[root].name or f"Trace {trace}", TITLE_CHARS)
+        trace: short(text(spans[root].name).strip() or f"Trace {trace}", TITLE_CHARS)
         for trace, root in roots.items()
     }
     for trace, members in by_trace.items():
@@ -531,11 +532,13 @@ def _map_llm(
     """
     conversation = ids.conversation(span)
     inputs, outputs = messages(span)
+    outputs = outputs[:MAX_OUTPUTS]
+    first = len(inputs) - MAX_INPUTS
     # Inputs are addressed by content and position in the conversation, so
     # the history each call re-sends is stored once. Assistant messages are
     # stored from the call that produced them, not again as later input.
     for position, msg in enumerate(inputs):
-        if msg.role == "assistant":
+        if msg.role == "assistant" or position < first:
             continue
         data: dict[str, Any] = {
             "conversation": conversation,

@@ -29,6 +29,9 @@ TEXT_IN_DETAILS = 4000
 SUMMARY_CHARS = 2000
 TITLE_CHARS = 500
 NAME_CHARS = 200
+# JSON values (tool arguments, attribute values) kept this deep; Python's
+# stack and the database's JSON parsers stop not far beyond.
+MAX_DEPTH = 64
 
 
 # Ids ----------------------------------------------------------------------
@@ -114,14 +117,17 @@ def text(value: Any) -> str:
     return json.dumps(clean(value), sort_keys=True, default=str)
 
 
-def clean(value: Any) -> Any:
-    """JSON-safe copy without NUL characters (PostgreSQL refuses them)."""
+def clean(value: Any, depth: int = 0) -> Any:
+    """JSON-safe copy without NUL characters (PostgreSQL refuses them);
+    values nested deeper than MAX_DEPTH become "…"."""
     if isinstance(value, str):
         return value.replace("\x00", "")
+    if isinstance(value, dict | list | tuple) and depth >= MAX_DEPTH:
+        return "…"
     if isinstance(value, dict):
-        return {clean(str(k)): clean(v) for k, v in value.items()}
+        return {clean(str(k)): clean(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
+        return [clean(v, depth + 1) for v in value]
     if isinstance(value, float) and value != value:  # NaN is not JSON
         return None
     if isinstance(value, float) and value in (float("inf"), float("-inf")):
@@ -136,18 +142,16 @@ def short(value: Any, limit: int) -> str:
 
 def agent_name(span: Span) -> str:
     """The agent an agent span is about (GenAI, OpenInference, span name)."""
-    attrs = span.attributes
-    for key in ("gen_ai.agent.name", "agent.name"):
-        value = attrs.get(key)
-        if isinstance(value, str) and value.strip():
-            return short(value.strip(), NAME_CHARS)
-    name = span.name
+    name = own_agent_name(span)
+    if name:
+        return name
+    name = text(span.name)
     for prefix in ("invoke_agent ", "create_agent "):
         if name.startswith(prefix):
             name = name[len(prefix) :]
-    value = attrs.get("gen_ai.agent.id")
+    value = span.attributes.get("gen_ai.agent.id")
     if not name.strip() and isinstance(value, str):
-        name = value
+        name = text(value)
     return short(name.strip() or "agent", NAME_CHARS)
 
 
@@ -155,8 +159,10 @@ def own_agent_name(span: Span) -> str:
     """An agent named on the span itself (not an agent span: the caller)."""
     for key in ("gen_ai.agent.name", "agent.name"):
         value = span.attributes.get(key)
-        if isinstance(value, str) and value.strip():
-            return short(value.strip(), NAME_CHARS)
+        # Without NUL characters first: "\x00" alone names no agent.
+        value = text(value).strip() if isinstance(value, str) else ""
+        if value:
+            return short(value, NAME_CHARS)
     return ""
 
 
@@ -249,9 +255,12 @@ def cost(span: Span) -> str | None:
         parts = [dec("llm.cost.prompt"), dec("llm.cost.completion")]
         if any(p is not None for p in parts):
             total = sum((p for p in parts if p is not None), start=Decimal(0))
+    # Checked before rounding too: quantize() fails past 28 digits.
     if total is None or total >= Decimal(10) ** 10:
         return None
-    return str(total.quantize(_MICRO))
+    total = total.quantize(_MICRO)
+    # Rounding may carry it to 10 digits before the point (9999999999.9999999).
+    return str(total) if total < Decimal(10) ** 10 else None
 
 
 def model(span: Span) -> str:

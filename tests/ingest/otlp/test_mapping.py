@@ -547,3 +547,115 @@ def test_rows_written_with_their_agent_or_without_a_run_get_no_fill():
     )  # fmt: skip
     plan = mapping.map_spans([boss, step], ids=IDS, agents=agents, stored=[maker])
     assert of_type(plan, "run_metadata_fill") == []
+
+
+# Hostile or broken attribute values: bounded, never an error ----------------
+
+
+def llm_span(trace=None, **attributes):
+    return builder.span(
+        trace or builder.new_trace(),
+        "chat",
+        gen_ai__operation__name="chat",
+        **attributes,
+    )
+
+
+def test_message_json_nested_past_the_stack_is_no_message_and_deep_arguments_are_cut():
+    call = {"type": "tool_call", "id": "c1", "name": "f", "arguments": {}}
+    deep = call["arguments"]
+    for _ in range(900):  # json.loads reads it; a recursive copy would not
+        deep["a"] = {}
+        deep = deep["a"]
+    answer = {"role": "assistant", "parts": [call]}
+    (span,) = flat(
+        llm_span(
+            gen_ai__input__messages="[" * 5000 + "]" * 5000,
+            gen_ai__output__messages=json.dumps([answer]),
+        )
+    )
+    plan, _ = items_of([span])
+    (message,) = of_type(plan, "message")
+    kept = json.loads(message["tool_calls"][0]["function"]["arguments"])
+    for _ in range(mapping.spans.MAX_DEPTH - 1):
+        kept = kept["a"]
+    assert kept == {"a": "…"}
+
+
+def test_openinference_indices_that_are_not_short_ascii_numbers_are_skipped():
+    (span,) = flat(
+        builder.span(
+            builder.new_trace(),
+            "llm",
+            openinference__span__kind="LLM",
+            **{
+                "llm__input_messages__0__message__role": "user",
+                "llm__input_messages__0__message__content": "kept",
+                "llm__input_messages__²__message__content": "superscript",
+                "llm__input_messages__1٣__message__content": "arabic-indic",
+                f"llm__input_messages__{'9' * 5000}__message__content": "long",
+            },
+        )
+    )
+    plan, _ = items_of([span])
+    contents = [m["content"] for m in of_type(plan, "message") if m["role"] == "user"]
+    assert contents == ["kept"]
+
+
+def test_a_call_writes_its_last_inputs_under_their_own_positions_and_first_outputs(
+    monkeypatch,
+):
+    trace = builder.new_trace()
+    inputs = [{"role": "user", "parts": [builder.text(f"q{n}")]} for n in range(5)]
+    outputs = [
+        {"role": "assistant", "parts": [builder.text(f"a{n}")]}
+        for n in range(mapping.plan.MAX_OUTPUTS + 20)
+    ]
+    (span,) = flat(
+        llm_span(
+            trace,
+            gen_ai__conversation__id="talk",
+            gen_ai__input__messages=json.dumps(inputs),
+            gen_ai__output__messages=json.dumps(outputs),
+        )
+    )
+    plan, _ = items_of([span])
+    every = {m["content"]: m["id"] for m in of_type(plan, "message")}
+    monkeypatch.setattr(mapping.plan, "MAX_INPUTS", 3)
+    plan, _ = items_of([span])
+    kept = of_type(plan, "message")
+    questions = {m["content"]: m["id"] for m in kept if m["role"] == "user"}
+    # The same ids as untrimmed: the history re-sent later is not doubled.
+    assert questions == {q: every[q] for q in ("q2", "q3", "q4")}
+    answers = [m["content"] for m in kept if m["role"] == "assistant"]
+    assert answers == [f"a{n}" for n in range(mapping.plan.MAX_OUTPUTS)]
+
+
+def test_blank_or_nul_names_fall_back_to_the_trace_id_and_the_span_name():
+    trace = builder.new_trace()
+    root = builder.new_span_id()
+    spans = flat(
+        builder.span(trace, " \x00 ", span_id=root),
+        builder.span(
+            trace,
+            "invoke_agent scout",
+            parent=root,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="\x00",
+        ),
+    )
+    plan, _ = items_of(spans)
+    (task,) = of_type(plan, "task")
+    assert task["title"] == f"Trace {trace.hex()}"
+    assert [a["name"] for a in of_type(plan, "agent")] == ["scout"]
+
+
+def test_a_cost_that_rounds_up_to_ten_digits_or_is_huge_is_dropped():
+    def priced(value):
+        (span,) = flat(llm_span(llm__cost__total=value))
+        return mapping.cost(span)
+
+    assert priced("9999999999.9999994") == "9999999999.999999"
+    assert priced("9999999999.9999999") is None
+    assert priced("1e30") is None
+    assert priced("0.1234567") == "0.123457"

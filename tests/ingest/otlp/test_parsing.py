@@ -9,6 +9,7 @@ import pytest
 
 from ingest.otlp.parsing import (
     JSON,
+    MAX_GZIP_MEMBERS,
     PROTOBUF,
     BodyError,
     UnsupportedEncoding,
@@ -91,3 +92,21 @@ def test_the_response_names_rejected_spans_in_both_encodings():
     assert json.loads(response_body(JSON, 2, "bad ids")) == {
         "partialSuccess": {"rejectedSpans": "2", "errorMessage": "bad ids"}
     }
+
+
+def test_gzip_members_and_slices_join_up_to_the_member_limit():
+    # Members that end and start inside and across the inflater's slices.
+    text = bytes(range(256)) * 1024  # 256 KiB, four slices
+    members = [gzip.compress(text), gzip.compress(b"tail"), gzip.compress(b"")]
+    body = b"".join(members)
+    assert decompress(body, "gzip", 10**6) == text + b"tail"
+    many = gzip.compress(b"x") * MAX_GZIP_MEMBERS
+    assert decompress(many, "gzip", 10**6) == b"x" * MAX_GZIP_MEMBERS
+
+
+def test_a_body_of_more_gzip_members_than_the_limit_is_malformed():
+    # Empty members: each costs an inflater and gives nothing.
+    with pytest.raises(BodyError) as caught:
+        decompress(gzip.compress(b"") * 100_000, "gzip", 16 * 1024 * 1024)
+    assert "members" in caught.value.message
+    assert not caught.value.too_large
