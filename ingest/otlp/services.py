@@ -28,8 +28,10 @@ from tasks.models import Agent, Task
 # Once more when a concurrent request registered one of our agent names under
 # another id between our read and our write.
 MAX_ATTEMPTS = 2
-# Error codes that mean "already written by an earlier export".
-STORED = frozenset({"idempotency_conflict"})
+# Error codes that refuse no span: the item was written by an earlier export
+# (idempotency_conflict), or its trace's task got a final status elsewhere
+# first (a person cancelled it): that status stands, the span is kept.
+SETTLED = frozenset({"idempotency_conflict", "illegal_transition"})
 
 
 @dataclass
@@ -139,7 +141,9 @@ def otlp_spans_write(
     derived id is stored with another body is not a refusal: an earlier
     export of the same spans wrote it (a trace's task the root has renamed
     since, a message whose sender was unknown in its first export), and the
-    first write stands. A span repeated in one export is written once.
+    first write stands. Nor is the end of a trace whose task a person
+    finished or cancelled first: the task keeps that status. A span
+    repeated in one export is written once.
 
     Opens its own transactions (the view calls it outside any): the trace
     locks must be the first ones they take.
@@ -206,8 +210,8 @@ def otlp_spans_write(
             continue
         error = result.error
         code = getattr(error, "code", "error")
-        if code in STORED or not plan.owners[result.index]:
-            # Written before, or a parent no span asked for (agent_update).
+        if code in SETTLED or not plan.owners[result.index]:
+            # Settled, or a parent no span asked for (agent_update).
             continue
         item = plan.items[result.index]
         reason = (

@@ -16,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from audit.models import AuditLog, Event
 from conversations.models import Conversation, Message, Participant
 from tasks.models import Agent, AgentRun, Task
+from tasks.services import task_transition
 from tests.ingest.otlp import builder
 
 URL = "/otlp/v1/traces"
@@ -521,6 +522,20 @@ def test_a_model_call_without_captured_messages_still_records_its_usage(otlp, pr
         "",
         10,
     )
+
+
+def test_a_trace_task_cancelled_before_its_root_arrives_keeps_the_root_span(
+    otlp, project
+):
+    """A person cancelled the task while the agents ran: the cancel stands,
+    and the root span is written and not refused (its end is settled)."""
+    spans = delegation_trace()
+    assert partial(post(otlp, builder.request(*spans[1:]))).ByteSize() == 0
+    task_transition(task=Task.objects.get(project=project), status="cancelled")
+    assert partial(post(otlp, builder.request(spans[0]))).ByteSize() == 0
+    assert Task.objects.get(project=project).status == "cancelled"
+    assert AgentRun.objects.filter(agent__name="lead").exists()
+    assert Event.objects.filter(project=project, kind="otel.span").count() == len(spans)
 
 
 def test_children_written_before_their_root_keep_the_task_open(otlp, project):
