@@ -41,15 +41,22 @@ def text(value: Any) -> str:
     if isinstance(value, str):
         return value.replace("\x00", "")
     if isinstance(value, list):
-        # Content parts: keep the text ones.
+        # Content parts: keep the text ones. Parts that are all of other
+        # types (tool use, images) give no text, not their JSON (an image's
+        # is its base64 data).
         parts = []
+        typed = bool(value)
         for part in value:
             if isinstance(part, str):
                 parts.append(part)
             elif isinstance(part, dict) and isinstance(part.get("text"), str):
                 parts.append(part["text"])
+            elif not (isinstance(part, dict) and "type" in part):
+                typed = False
         if parts:
             return "\n".join(parts).replace("\x00", "")
+        if typed:
+            return ""
     try:
         return json.dumps(value, default=str, sort_keys=True).replace("\x00", "")
     except (TypeError, ValueError):

@@ -129,24 +129,23 @@ class SwarmsiteCallbackHandler(BaseCallbackHandler):
 
     def _begin(self, run_id: UUID, name: str) -> None:
         recorder = self.recorder
-        agent = self.agent_id or recorder.agent(self.agent or name or "langchain")
+        agent = self.agent_id or recorder.agent(
+            clip(self.agent or name or "langchain", 200)
+        )
+        title = clip(self.title or name or "LangChain run", 500)
         if self.task:
             task, owns = self.task, False
         else:
             task, owns = derived("langchain-task", run_id), True
             recorder.task(
-                self.title or name or "LangChain run",
+                title,
                 id=task,
                 metadata={"langchain": {"run_id": str(run_id)}},
             )
             recorder.transition(task, "running", id=derived(run_id, "running"))
         conversation = self.conversation or derived("langchain-conversation", run_id)
         if not self.conversation:
-            recorder.conversation(
-                id=conversation,
-                task=task,
-                title=self.title or name or "LangChain run",
-            )
+            recorder.conversation(id=conversation, task=task, title=title)
         recorder.run(
             task=task,
             agent=agent,
@@ -348,6 +347,7 @@ class SwarmsiteCallbackHandler(BaseCallbackHandler):
         ended = time.monotonic()
         with self._lock:
             call = self._calls.pop(run_id, None)
+            self._owner.pop(run_id, None)
             root = self._roots.get(call.root) if call else None
         if call is None or root is None:
             return
@@ -452,6 +452,7 @@ class SwarmsiteCallbackHandler(BaseCallbackHandler):
         ended = time.monotonic()
         with self._lock:
             call = self._calls.pop(run_id, None)
+            self._owner.pop(run_id, None)
         if call is None:
             return
         details: dict[str, Any] = {

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -61,6 +62,13 @@ class _Span:
     trace_id: str
     parent_id: str | None
     agent: str | None = None
+    # An agent span: why its last model call failed ("" once one succeeds).
+    failed: str = ""
+
+
+# Ended traces remembered for spans that end after them (a run awaited
+# after its `with trace()` block): they are recorded under the same task.
+ENDED_TRACES = 1000
 
 
 class SwarmsiteTracingProcessor(TracingProcessor):
@@ -82,6 +90,7 @@ class SwarmsiteTracingProcessor(TracingProcessor):
         self._spans: dict[str, _Span] = {}
         self._handoffs: dict[tuple[str, str], str] = {}
         self._agents: dict[str, str] = {}
+        self._ended: OrderedDict[str, _Trace] = OrderedDict()
 
     def _safely(self, what: str, action, *args: Any) -> None:
         try:
@@ -96,11 +105,11 @@ class SwarmsiteTracingProcessor(TracingProcessor):
 
     def _trace(self, trace_id: str, trace: Any = None) -> _Trace:
         with self._lock:
-            known = self._traces.get(trace_id)
+            known = self._traces.get(trace_id) or self._ended.get(trace_id)
         if known is not None:
             return known
         recorder = self.recorder
-        name = str(getattr(trace, "name", "") or "Agent workflow")
+        name = clip(getattr(trace, "name", "") or "Agent workflow", 500)
         group = getattr(trace, "group_id", None)
         if self.task:
             task, owns = self.task, False
@@ -130,6 +139,10 @@ class SwarmsiteTracingProcessor(TracingProcessor):
     def _trace_end(self, trace_id: str) -> None:
         with self._lock:
             state = self._traces.pop(trace_id, None)
+            if state is not None:
+                self._ended[trace_id] = state
+                while len(self._ended) > ENDED_TRACES:
+                    self._ended.popitem(last=False)
             for span_id in [
                 k for k, v in self._spans.items() if v.trace_id == trace_id
             ]:
@@ -153,13 +166,17 @@ class SwarmsiteTracingProcessor(TracingProcessor):
         self._safely("a span start", self._span_start, span)
 
     def _nearest_agent(self, parent_id: str | None) -> str | None:
+        info = self._nearest_agent_span(parent_id)
+        return info.agent if info else None
+
+    def _nearest_agent_span(self, parent_id: str | None) -> _Span | None:
         seen = 0
         while parent_id and seen < 1000:
             info = self._spans.get(parent_id)
             if info is None:
                 return None
             if info.agent:
-                return info.agent
+                return info
             parent_id = info.parent_id
             seen += 1
         return None
@@ -194,13 +211,20 @@ class SwarmsiteTracingProcessor(TracingProcessor):
                     }
                 },
             )
-        elif isinstance(data, HandoffSpanData) and data.to_agent:
-            with self._lock:
-                source = self._agents.get(clip(data.from_agent or "", 200))
-                if source:
-                    self._handoffs[(span.trace_id, data.to_agent)] = source
+        elif isinstance(data, HandoffSpanData):
+            self._handoff(span, data)
         with self._lock:
             self._spans[span.span_id] = info
+
+    def _handoff(self, span: Any, data: Any) -> None:
+        # The SDK names the agent handed to only once the handoff resolves:
+        # looked at when the span starts and again when it ends.
+        if not data.to_agent:
+            return
+        with self._lock:
+            source = self._agents.get(clip(data.from_agent or "", 200))
+            if source:
+                self._handoffs[(span.trace_id, data.to_agent)] = source
 
     def on_span_end(self, span: Any) -> None:
         self._safely("a span end", self._span_end, span)
@@ -216,17 +240,30 @@ class SwarmsiteTracingProcessor(TracingProcessor):
                 SUMMARY_CHARS,
             )
         if isinstance(data, AgentSpanData):
+            with self._lock:
+                info = self._spans.get(span.span_id)
+            # A model call that failed last fails the run: the SDK raises it
+            # to the caller but records it on the call's span only.
+            failed = message or (info.failed if info else "")
             run = derived("agents-run", span.span_id)
-            fields: dict[str, Any] = {"status": "failed" if error else "completed"}
-            if error:
-                fields["error"] = message or "The agent failed."
+            fields: dict[str, Any] = {"status": "failed" if failed else "completed"}
+            if failed:
+                fields["error"] = failed
                 if not span.parent_id:
-                    trace.failed = fields["error"]
+                    trace.failed = failed
             self.recorder.run_update(run, id=derived(run, "end"), **fields)
-        elif isinstance(data, GenerationSpanData):
-            self._generation(span, data, trace)
-        elif isinstance(data, ResponseSpanData):
-            self._response(span, data, trace)
+        elif isinstance(data, GenerationSpanData | ResponseSpanData):
+            with self._lock:
+                owner = self._nearest_agent_span(span.parent_id)
+                if owner is not None:
+                    failure = message or "The model call failed."
+                    owner.failed = failure if error else ""
+            if isinstance(data, GenerationSpanData):
+                self._generation(span, data, trace)
+            else:
+                self._response(span, data, trace)
+        elif isinstance(data, HandoffSpanData):
+            self._handoff(span, data)
         elif isinstance(data, FunctionSpanData):
             details: dict[str, Any] = {
                 "openai_agents": {"trace_id": span.trace_id, "span_id": span.span_id},
@@ -243,15 +280,24 @@ class SwarmsiteTracingProcessor(TracingProcessor):
                 details=details,
                 id=derived("agents-tool", span.span_id),
             )
+        with self._lock:
+            if span.trace_id not in self._traces:
+                # Its trace ended first: nothing will clear it later.
+                self._spans.pop(span.span_id, None)
 
     def _sender(self, span: Any) -> str | None:
         with self._lock:
             return self._nearest_agent(span.parent_id)
 
-    def _inputs(self, trace: _Trace, items: Any) -> None:
+    def _inputs(self, trace: _Trace, items: Any, instructions: Any = None) -> None:
         if isinstance(items, str):
             items = [{"role": "user", "content": items}]
-        for position, item in enumerate(items or []):
+        items = list(items or [])
+        if instructions:
+            # The Responses API takes the system prompt apart from the input;
+            # first, as the Chat Completions input has it.
+            items.insert(0, {"role": "system", "content": instructions})
+        for position, item in enumerate(items):
             item = _plain(item)
             if not isinstance(item, dict):
                 continue
@@ -312,45 +358,38 @@ class SwarmsiteTracingProcessor(TracingProcessor):
 
     def _generation(self, span: Any, data: Any, trace: _Trace) -> None:
         self._inputs(trace, data.input)
-        outputs = [_plain(o) for o in (data.output or [])]
-        content = "\n".join(
-            text(o.get("content")) for o in outputs if isinstance(o, dict)
-        )
-        calls = [
-            call
-            for o in outputs
-            if isinstance(o, dict)
-            for call in (o.get("tool_calls") or [])
-            if isinstance(call, dict)
-        ]
-        self._answer(span, trace, content, calls, data.model, _usage(data.usage))
-
-    def _response(self, span: Any, data: Any, trace: _Trace) -> None:
-        self._inputs(trace, data.input)
-        response = data.response
-        if response is None:
-            return
         texts: list[str] = []
         calls: list[dict] = []
-        for item in getattr(response, "output", None) or []:
-            item = _plain(item)
-            if item.get("type") == "message":
-                texts += [
-                    text(part.get("text"))
-                    for part in item.get("content") or []
-                    if isinstance(part, dict) and part.get("text") is not None
-                ]
-            elif item.get("type") == "function_call":
-                calls.append(
-                    {
-                        "id": str(item.get("call_id") or ""),
-                        "type": "function",
-                        "function": {
-                            "name": str(item.get("name") or ""),
-                            "arguments": text(item.get("arguments")),
-                        },
-                    }
-                )
+        for output in data.output or []:
+            output = _plain(output)
+            if not isinstance(output, dict):
+                continue
+            if isinstance(output.get("output"), list):
+                # Streamed Chat Completions: the SDK keeps the final answer
+                # as a Responses API response.
+                more_texts, more_calls = _response_output(output["output"])
+                texts += more_texts
+                calls += more_calls
+                continue
+            texts.append(text(output.get("content")))
+            calls += [
+                call
+                for call in output.get("tool_calls") or []
+                if isinstance(call, dict)
+            ]
+        self._answer(
+            span, trace, "\n".join(texts), calls, data.model, _usage(data.usage)
+        )
+
+    def _response(self, span: Any, data: Any, trace: _Trace) -> None:
+        response = data.response
+        instructions = getattr(response, "instructions", None)
+        if not isinstance(instructions, str):
+            instructions = None  # a list of input items: not a system prompt
+        self._inputs(trace, data.input, instructions)
+        if response is None:
+            return
+        texts, calls = _response_output(getattr(response, "output", None) or [])
         usage = _plain(getattr(response, "usage", None)) or {}
         self._answer(
             span,
@@ -366,6 +405,34 @@ class SwarmsiteTracingProcessor(TracingProcessor):
 
     def force_flush(self) -> None:
         return None
+
+
+def _response_output(items: list) -> tuple[list[str], list[dict]]:
+    """The texts and tool calls of a Responses API response's output."""
+    texts: list[str] = []
+    calls: list[dict] = []
+    for item in items:
+        item = _plain(item)
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "message":
+            texts += [
+                text(part.get("text"))
+                for part in item.get("content") or []
+                if isinstance(part, dict) and part.get("text") is not None
+            ]
+        elif item.get("type") == "function_call":
+            calls.append(
+                {
+                    "id": str(item.get("call_id") or ""),
+                    "type": "function",
+                    "function": {
+                        "name": str(item.get("name") or ""),
+                        "arguments": text(item.get("arguments")),
+                    },
+                }
+            )
+    return texts, calls
 
 
 def _plain(value: Any) -> Any:
